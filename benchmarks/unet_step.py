@@ -1,0 +1,91 @@
+"""2D UNet forward and forward+backward: ours (jax.jit) against diffusers (PyTorch eager, CPU).
+
+Both run the same config and the same weights (the diffusers model is saved with `save_pretrained` and
+loaded with `load_unet2d`), on the same machine, in one run, so the ratio is meaningful.
+
+  python -m benchmarks.unet_step [--config small|tiny] [--batch 4] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import print_table, time_call
+from emodiff_jax.convert.unet import load_unet2d
+
+CONFIGS = {
+    # Same block layout as SD-1.5 (3 cross-attention down blocks + 1 plain), scaled down.
+    "small": dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2, cross_attention_dim=256,
+                  attention_head_dim=8, norm_num_groups=32, sample_size=32),
+    "tiny": dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
+                 attention_head_dim=4, norm_num_groups=8, sample_size=16,
+                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", choices=sorted(CONFIGS), nargs="+", default=["tiny", "small"])
+  parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--tokens", type=int, default=16, help="encoder_hidden_states length")
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+
+  import diffusers
+  import torch
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  rows = []
+  for name in args.config:
+    cfg = CONFIGS[name]
+    torch.manual_seed(0)
+    ref = diffusers.UNet2DConditionModel(in_channels=4, out_channels=4, **cfg).float()
+    with tempfile.TemporaryDirectory() as tmp:
+      ref.save_pretrained(tmp)
+      unet, params = load_unet2d(tmp)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    s, b, d = cfg["sample_size"], args.batch, cfg["cross_attention_dim"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, s, s, 4), np.float32)
+    t = rng.integers(0, 1000, (b,)).astype(np.int32)
+    ctx = rng.standard_normal((b, args.tokens, d), np.float32)
+
+    fwd = jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c))
+    loss = lambda p, x, t, c: jnp.mean(unet.apply({"params": p}, x, t, c) ** 2)
+    fwd_bwd = jax.jit(jax.value_and_grad(loss))
+    ours_f = time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats)
+    ours_fb = time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats)
+
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    tt, ct = torch.from_numpy(t).long(), torch.from_numpy(ctx)
+
+    def torch_fwd():
+      with torch.no_grad():
+        return ref(xt, tt, ct).sample
+
+    def torch_fwd_bwd():
+      ref.zero_grad(set_to_none=True)
+      out = ref(xt, tt, ct).sample
+      (out**2).mean().backward()
+      return out
+
+    ref_f = time_call(torch_fwd, repeats=args.repeats)
+    ref_fb = time_call(torch_fwd_bwd, repeats=args.repeats)
+    rows.append((name, b, f"{s}x{s}", "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f))
+    rows.append((name, b, f"{s}x{s}", "forward+backward", ours_fb * 1e3, ref_fb * 1e3, ref_fb / ours_fb))
+  print_table(
+      f"2D UNet step, {jax.devices()[0].platform} ({os.cpu_count()} cores), median of {args.repeats}",
+      ("config", "batch", "latent", "pass", "ours jit (ms)", "diffusers torch (ms)", "speed-up"),
+      rows,
+  )
+
+
+if __name__ == "__main__":
+  main()

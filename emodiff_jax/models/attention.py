@@ -1,0 +1,103 @@
+"""Multi-head attention: the one place where attention is computed.
+
+Every attention layer in the project (UNet spatial/cross attention, reference attention, audio and
+expression cross-attention, AnimateDiff temporal attention, wav2vec2 self-attention) goes through
+`dot_product_attention`, so a faster kernel is swapped in by config (`implementation=`):
+`None`/`"xla"` runs XLA's fused attention on CPU/TPU, `"cudnn"` cuDNN's fused attention on GPU.
+
+Parameter names follow diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out_0`) so weight mapping
+tables read line by line.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def dot_product_attention(
+    q: Array, k: Array, v: Array, *, implementation: Optional[str] = None, bias: Optional[Array] = None
+) -> Array:
+  """Scaled dot-product attention.
+
+  Args:
+    q: queries `[B, Lq, H, Dh]`.
+    k: keys `[B, Lk, H, Dh]`.
+    v: values `[B, Lk, H, Dh]`.
+    implementation: `None` (XLA), `"xla"` or `"cudnn"`; passed to `jax.nn.dot_product_attention`.
+    bias: optional additive bias broadcastable to `[B, H, Lq, Lk]`.
+
+  Returns:
+    `[B, Lq, H, Dh]` in the dtype of `q`.
+  """
+  if implementation == "xla":
+    implementation = None
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=implementation)
+
+
+class Attention(nn.Module):
+  """diffusers-style multi-head attention on token sequences.
+
+  Attributes:
+    heads: number of heads.
+    dim_head: channels per head.
+    out_dim: output channels (defaults to the query's channels).
+    qkv_bias: bias on `to_q/to_k/to_v` (False in diffusers UNets, True in wav2vec2).
+    zero_init_out: zero-initialise `to_out_0` so a new layer starts as the identity of its residual.
+    implementation: attention kernel, see `dot_product_attention`.
+    dtype: compute dtype (params stay float32).
+  """
+
+  heads: int
+  dim_head: int
+  out_dim: Optional[int] = None
+  qkv_bias: bool = False
+  zero_init_out: bool = False
+  implementation: Optional[str] = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, context: Optional[Array] = None, extra_kv: Optional[Array] = None) -> Array:
+    """Attend from `x` to `context` (self-attention when None).
+
+    Args:
+      x: `[B, Lq, C]` queries.
+      context: `[B, Lk, Cc]` keys/values source; defaults to `x`.
+      extra_kv: `[B, Le, C]` tokens concatenated to the keys/values source along the sequence axis
+        (reference attention: ReferenceNet features appended to spatial self-attention).
+
+    Returns:
+      `[B, Lq, out_dim or C]`.
+    """
+    kv = x if context is None else context
+    if extra_kv is not None:
+      kv = jnp.concatenate([kv, extra_kv.astype(kv.dtype)], axis=1)
+    return project_attend(x, kv, heads=self.heads, dim_head=self.dim_head, out_dim=self.out_dim or x.shape[-1],
+                          qkv_bias=self.qkv_bias, zero_init_out=self.zero_init_out,
+                          implementation=self.implementation, dtype=self.dtype)
+
+
+def project_attend(x: Array, kv: Array, *, heads: int, dim_head: int, out_dim: int, qkv_bias: bool = False,
+                   zero_init_out: bool = False, implementation: Optional[str] = None,
+                   dtype: jnp.dtype = jnp.float32) -> Array:
+  """`to_q/to_k/to_v` projections, attention and `to_out_0`, created in the calling module's scope.
+
+  Call it from inside a compact method: the Dense layers become children of that module, which lets
+  a module that owns other layers too (the VAE's attention with its `group_norm`) keep diffusers' flat
+  key names. `x` `[B, Lq, C]`, `kv` `[B, Lk, Ckv]` -> `[B, Lq, out_dim]`.
+  """
+  inner = heads * dim_head
+  dense = lambda n, name, bias: nn.Dense(n, use_bias=bias, dtype=dtype, name=name)
+  q = dense(inner, "to_q", qkv_bias)(x)
+  k = dense(inner, "to_k", qkv_bias)(kv)
+  v = dense(inner, "to_v", qkv_bias)(kv)
+  split = lambda t: t.reshape(t.shape[:-1] + (heads, dim_head))
+  out = dot_product_attention(split(q), split(k), split(v), implementation=implementation)
+  out = out.reshape(out.shape[:-2] + (inner,))
+  init = nn.initializers.zeros if zero_init_out else nn.initializers.lecun_normal()
+  return nn.Dense(out_dim, dtype=dtype, kernel_init=init, name="to_out_0")(out)
