@@ -36,6 +36,8 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--tokens", type=int, default=16, help="encoder_hidden_states length")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--attention", nargs="+", default=["xla", "matmul"],
+                      help="UNetConfig.attention_impl values to time")
   args = parser.parse_args()
 
   import diffusers
@@ -49,19 +51,21 @@ def main() -> None:
     ref = diffusers.UNet2DConditionModel(in_channels=4, out_channels=4, **cfg).float()
     with tempfile.TemporaryDirectory() as tmp:
       ref.save_pretrained(tmp)
-      unet, params = load_unet2d(tmp)
-    params = jax.tree_util.tree_map(jnp.asarray, params)
+      unets = {impl: load_unet2d(tmp, attention_impl=impl) for impl in args.attention}
+    params = jax.tree_util.tree_map(jnp.asarray, next(iter(unets.values()))[1])
     s, b, d = cfg["sample_size"], args.batch, cfg["cross_attention_dim"]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((b, s, s, 4), np.float32)
     t = rng.integers(0, 1000, (b,)).astype(np.int32)
     ctx = rng.standard_normal((b, args.tokens, d), np.float32)
 
-    fwd = jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c))
-    loss = lambda p, x, t, c: jnp.mean(unet.apply({"params": p}, x, t, c) ** 2)
-    fwd_bwd = jax.jit(jax.value_and_grad(loss))
-    ours_f = time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats)
-    ours_fb = time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats)
+    ours = {}
+    for impl, (unet, _) in unets.items():
+      fwd = jax.jit(lambda p, x, t, c, unet=unet: unet.apply({"params": p}, x, t, c))
+      loss = lambda p, x, t, c, unet=unet: jnp.mean(unet.apply({"params": p}, x, t, c) ** 2)
+      fwd_bwd = jax.jit(jax.value_and_grad(loss))
+      ours[impl] = (time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats),
+                    time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats))
 
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     tt, ct = torch.from_numpy(t).long(), torch.from_numpy(ctx)
@@ -78,11 +82,12 @@ def main() -> None:
 
     ref_f = time_call(torch_fwd, repeats=args.repeats)
     ref_fb = time_call(torch_fwd_bwd, repeats=args.repeats)
-    rows.append((name, b, f"{s}x{s}", "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f))
-    rows.append((name, b, f"{s}x{s}", "forward+backward", ours_fb * 1e3, ref_fb * 1e3, ref_fb / ours_fb))
+    for impl, (ours_f, ours_fb) in ours.items():
+      rows.append((name, b, f"{s}x{s}", impl, "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f))
+      rows.append((name, b, f"{s}x{s}", impl, "forward+backward", ours_fb * 1e3, ref_fb * 1e3, ref_fb / ours_fb))
   print_table(
       f"2D UNet step, {jax.devices()[0].platform} ({os.cpu_count()} cores), median of {args.repeats}",
-      ("config", "batch", "latent", "pass", "ours jit (ms)", "diffusers torch (ms)", "speed-up"),
+      ("config", "batch", "latent", "attention", "pass", "ours jit (ms)", "diffusers torch (ms)", "speed-up"),
       rows,
   )
 
