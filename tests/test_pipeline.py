@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+import data  # registers the TFDS builders
+
 from emodiff_jax.input import pipeline, records
 from emodiff_jax.input.records import SAMPLES_PER_FRAME
 from emodiff_jax.synth import world
@@ -92,8 +94,9 @@ def test_sources_mix_by_weight(recs):
   assert abs(np.mean(levels == 9) - 0.25) < 0.05
 
 
-def test_resume_from_saved_state_gives_the_same_batches(recs):
-  cfg = _cfg()
+@pytest.mark.parametrize("workers", [0, 2])  # 2: worker processes, ~10 s of spawns
+def test_resume_from_saved_state_gives_the_same_batches(recs, workers):
+  cfg = _cfg(worker_count=workers)
   make = lambda: iter(pipeline.make_dataset(cfg, split="train", sources=[[r for r, _ in recs]],
                                             process_index=0, process_count=1))
   straight = make()
@@ -108,6 +111,8 @@ def test_resume_from_saved_state_gives_the_same_batches(recs):
     got = next(resumed)
     for k in expected:
       np.testing.assert_array_equal(got[k], expected[k])
+  if workers:
+    return
   other_seed = next(iter(pipeline.make_dataset(_cfg(seed=7), split="train", sources=[[r for r, _ in recs]],
                                                process_index=0, process_count=1)))
   assert not np.array_equal(other_seed["frame_indices"], want[0]["frame_indices"])
@@ -145,7 +150,44 @@ def test_bad_config_errors(recs):
   with pytest.raises(ValueError, match="data.stage"):
     pipeline.make_dataset(_cfg(stage="video"), split="train", sources=[[recs[0][0]]], process_index=0,
                           process_count=1)
+  cfg = _cfg(expression_dim=16)
+  with pytest.raises(ValueError, match="D=50, data.expression_dim is 16"):
+    next(iter(pipeline.make_dataset(cfg, split="train", sources=[[recs[0][0]]], process_index=0,
+                                    process_count=1)))
   cfg = _cfg(num_frames=30)
   with pytest.raises(ValueError, match="fewer than the 30"):
     next(iter(pipeline.make_dataset(cfg, split="train", sources=[[recs[0][0]]], process_index=0,
                                     process_count=1)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  """A small synthetic_talk build in ArrayRecord (32 px, 12 frames, one clip per condition)."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config = data.synthetic_talk.SyntheticConfig(name="pipeline_test", resolution=32, num_frames=12,
+                                               clips_per_condition=1)
+  data.synthetic_talk.Builder(config=config, data_dir=data_dir).download_and_prepare(file_format="array_record")
+  return data_dir
+
+
+def test_reads_real_arrayrecord_builds_and_mixes_their_splits(built):
+  sources = [dict(name="synthetic_talk/pipeline_test", data_dir=built, split="train", weight=1.0),
+             dict(name="synthetic_talk/pipeline_test", data_dir=built, split="test", weight=1.0)]
+  cfg = _cfg(sources=sources, num_frames=4, batch_size=4)
+  batch = next(iter(pipeline.make_dataset(cfg, split="unused", process_index=0, process_count=1)))
+  readers = [records.RecordReader("synthetic_talk/pipeline_test", split, built) for split in ("train", "test")]
+  seen = set()
+  for b in range(cfg.batch_size):
+    idx = batch["frame_indices"][b]
+    matches = [(r.split, i) for r in readers for i in range(len(r))
+               if np.array_equal(r[i]["expression"][idx], batch["expression"][b])]
+    assert len(matches) == 1, "each example comes from exactly one stored clip"
+    split, i = matches[0]
+    seen.add(split)
+    rec = readers[split == "test"][i]
+    want = records.decode_frames(rec)[idx].astype(np.float32) / 127.5 - 1.0
+    np.testing.assert_allclose(batch["frames"][b], want, atol=1e-6)
+    np.testing.assert_allclose(batch["audio"][b][cfg.audio_margin * SAMPLES_PER_FRAME:][:SAMPLES_PER_FRAME],
+                               records.audio_float(rec)[idx[0] * SAMPLES_PER_FRAME:][:SAMPLES_PER_FRAME])
+    assert batch["emotion"][b] == rec["emotion"] and batch["level"][b] == rec["level"]
+  assert seen == {"train", "test"}

@@ -10,7 +10,7 @@ import torch
 
 from emodiff_jax.convert.torch_state import CheckpointMismatchError, param_count
 from emodiff_jax.convert.vae import load_vae
-from emodiff_jax.models.vae import AutoencoderKL, VAEConfig
+from emodiff_jax.models.vae import AutoencoderKL, DiagonalGaussian, VAEConfig
 from tests.parity import randomize_, rel_err
 
 CONFIGS = {
@@ -41,11 +41,12 @@ def test_load_vae_matches_diffusers_encode_and_decode(tmp_path, name):
   with torch.no_grad():
     dist = model.encode(torch.from_numpy(x.transpose(0, 3, 1, 2))).latent_dist
     dec = model.decode(torch.from_numpy(z.transpose(0, 3, 1, 2))).sample.numpy().transpose(0, 2, 3, 1)
-  ours = vae.apply({"params": params}, x, method=vae.encode)
+  ours = jax.jit(lambda p, x: vae.apply({"params": p}, x, method=vae.encode))(params, x)
   chex.assert_shape(ours.mean, (2, 16 // f, 16 // f, cfg["latent_channels"]))
   assert rel_err(ours.mean, dist.mean.numpy().transpose(0, 2, 3, 1)) <= 1e-4
   assert rel_err(ours.logvar, dist.logvar.numpy().transpose(0, 2, 3, 1)) <= 1e-4
-  assert rel_err(vae.apply({"params": params}, z, method=vae.decode), dec) <= 1e-4
+  ours_dec = jax.jit(lambda p, z: vae.apply({"params": p}, z, method=vae.decode))(params, z)
+  assert rel_err(ours_dec, dec) <= 1e-4
 
 
 def test_old_attention_key_names_load_to_the_same_model(tmp_path):
@@ -68,29 +69,59 @@ def test_old_attention_key_names_load_to_the_same_model(tmp_path):
   chex.assert_trees_all_close(new_params, old_params)
 
 
-def test_missing_vae_key_is_named(tmp_path):
+def test_missing_and_misshaped_vae_keys_are_named(tmp_path):
   from safetensors.torch import load_file, save_file
 
   _save(tmp_path, CONFIGS["two_levels_1layer"])
   path = tmp_path / "diffusion_pytorch_model.safetensors"
   state = load_file(str(path))
   del state["decoder.mid_block.attentions.0.to_k.bias"]
+  state["encoder.conv_in.weight"] = state["encoder.conv_in.weight"][:16]
   save_file(state, str(path))
-  with pytest.raises(CheckpointMismatchError, match="decoder/mid_block/attentions_0/to_k/bias"):
+  with pytest.raises(CheckpointMismatchError) as err:
     load_vae(str(tmp_path))
+  msg = str(err.value)
+  assert str(path) in msg
+  assert "missing" in msg and "decoder/mid_block/attentions_0/to_k/bias" in msg
+  assert "mis-shaped" in msg and "encoder.conv_in.weight: checkpoint (16, 3, 3, 3)" in msg
 
 
-def test_posterior_sample_and_kl():
-  vae = AutoencoderKL(VAEConfig(block_out_channels=(8,), layers_per_block=1, norm_num_groups=4))
-  params = vae.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]
-  dist = vae.apply({"params": params}, jnp.ones((4, 8, 8, 3)), method=vae.encode)
-  samples = jax.vmap(dist.sample)(jax.random.split(jax.random.PRNGKey(1), 2000))
-  np.testing.assert_allclose(samples.mean(0), dist.mean, atol=0.15 * float(dist.std.max()))
-  np.testing.assert_allclose(samples.std(0), dist.std, rtol=0.15)
-  assert (dist.kl() >= 0).all()
+def test_posterior_matches_diffusers_and_samples_its_distribution():
+  from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+  rng = np.random.default_rng(0)
+  moments = rng.standard_normal((2, 3, 3, 8)).astype(np.float32)
+  moments[0, 0, 0, 4:] = [-50.0, 25.0, 19.0, -29.0]  # logvar outside [-30, 20] is clipped.
+  ref = DiagonalGaussianDistribution(torch.from_numpy(moments.transpose(0, 3, 1, 2)))
+  dist = DiagonalGaussian.from_moments(jnp.asarray(moments))
+  to_nhwc = lambda t: t.numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(dist.logvar, to_nhwc(ref.logvar), rtol=1e-6)
+  np.testing.assert_allclose(dist.std, to_nhwc(ref.std), rtol=1e-5)
+  np.testing.assert_array_equal(dist.mode(), to_nhwc(ref.mean))
+  np.testing.assert_allclose(dist.kl(), ref.kl().numpy(), rtol=1e-5)
+
+  mean = jnp.broadcast_to(jnp.array([-1.0, 0.0, 2.0]), (4, 64, 64, 3))
+  wide = DiagonalGaussian(mean, jnp.broadcast_to(jnp.log(jnp.array([0.25, 1.0, 4.0])), mean.shape))
+  x = wide.sample(jax.random.PRNGKey(1))
+  np.testing.assert_allclose(x.mean((0, 1, 2)), [-1.0, 0.0, 2.0], atol=0.05)
+  np.testing.assert_allclose(x.std((0, 1, 2)), [0.5, 1.0, 2.0], rtol=0.03)
+  assert not np.allclose(x, wide.sample(jax.random.PRNGKey(2)))
 
 
 def test_sd_vae_ft_mse_has_83653863_parameters():
   vae = AutoencoderKL(VAEConfig())  # defaults are sd-vae-ft-mse's config
   shapes = jax.eval_shape(lambda: vae.init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 3))))
   assert param_count(shapes["params"]) == 83_653_863
+
+
+def test_bfloat16_compute_tracks_float32():
+  cfg = VAEConfig(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=4)
+  f32, bf16 = AutoencoderKL(cfg), AutoencoderKL(cfg, dtype=jnp.bfloat16)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 16, 16, 3), minval=-1, maxval=1)
+  rng = np.random.default_rng(1)  # random params without compiling `init`'s many random ops (slow on CPU).
+  shapes = jax.eval_shape(f32.init, jax.random.PRNGKey(1), x)["params"]
+  params = jax.tree_util.tree_map(lambda s: rng.normal(0.0, 0.2, s.shape).astype(np.float32), shapes)
+  run = lambda m: jax.jit(lambda p, x: m.apply({"params": p}, x))(params, x)[0]
+  ref, low = run(f32), run(bf16)
+  assert low.dtype == jnp.bfloat16 and ref.dtype == jnp.float32
+  assert 0 < rel_err(low, ref) <= 3e-2

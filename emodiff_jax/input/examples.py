@@ -5,7 +5,10 @@ Stage 2 (clips): `num_frames` frames `frame_stride` apart, a reference frame fro
 when the clip allows it, the contiguous audio under the window with `audio_margin` frames of context
 on each side (zeros past the clip's ends), the same audio cut into one window per frame (the
 wav2vec2 input around that frame: `(2 * audio_margin + 1) * 640` samples, centred on it), the
-per-frame expression vectors, emotion and level.
+per-frame expression vectors, emotion and level. Both audio forms are kept because they serve
+different trainers: the contiguous one lets wav2vec2 run once per clip and its features be sliced
++-margin frames per frame (cheap, and the encoder sees long context), the per-frame windows give
+fixed-shape independent inputs when features are extracted frame by frame.
 Images are float32 in [-1, 1], `[H, W, 3]`.
 """
 
@@ -47,6 +50,14 @@ def _frames(record: Mapping[str, Any], idx: np.ndarray) -> np.ndarray:
   return decode_frames({"clip_id": record.get("clip_id"), "frames": [record["frames"][i] for i in idx]})
 
 
+def _expression(record: Mapping[str, Any], idx: Any, cfg: ml_collections.ConfigDict) -> np.ndarray:
+  expression = np.asarray(record["expression"], np.float32)
+  if expression.shape[-1] != cfg.expression_dim:
+    raise ValueError(f"clip {record.get('clip_id')!r}: expression codes have D={expression.shape[-1]}, "
+                     f"data.expression_dim is {cfg.expression_dim}")
+  return expression[idx]
+
+
 def _labels(record: Mapping[str, Any]) -> dict:
   return dict(emotion=np.int32(record["emotion"]), level=np.int32(record["level"]))
 
@@ -59,7 +70,7 @@ def image_example(record: Mapping[str, Any], rng: np.random.Generator, cfg: ml_c
   p = _augment_params(rng, cfg.augment)
   imgs = _apply(_frames(record, np.array([target, ref])), p, cfg.resolution)
   return dict(target=imgs[0], reference=imgs[1], frame_index=np.int32(target), reference_index=np.int32(ref),
-              expression=np.asarray(record["expression"][target], np.float32),
+              expression=_expression(record, target, cfg),
               has_expression=np.bool_(record["has_expression"]), **_labels(record))
 
 
@@ -84,5 +95,5 @@ def clip_example(record: Mapping[str, Any], rng: np.random.Generator, cfg: ml_co
   windows = np.stack([audio[i * spf:(i + 2 * m + 1) * spf] for i in idx])
   return dict(frames=imgs[:-1], reference=imgs[-1], frame_indices=idx.astype(np.int32),
               reference_index=np.int32(ref), audio=contiguous, audio_windows=windows,
-              expression=np.asarray(record["expression"], np.float32)[idx],
+              expression=_expression(record, idx, cfg),
               has_expression=np.bool_(record["has_expression"]), **_labels(record))

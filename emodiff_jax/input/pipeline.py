@@ -14,6 +14,7 @@ for `jax.make_array_from_process_local_data`.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import grain
@@ -39,13 +40,14 @@ class _MakeExample:
 def default_config() -> ml_collections.ConfigDict:
   """The `data` section of a training config."""
   c = ml_collections.ConfigDict()
-  # Each source: a TFDS name (with builder config, e.g. 'synthetic_talk/64px'), its data_dir and a
-  # mixing weight (the paper mixes MEAD and HDTF).
-  c.sources = [dict(name="synthetic_talk/64px", data_dir="~/tensorflow_datasets", weight=1.0)]
+  # Each source: a TFDS name (with builder config, e.g. 'synthetic_talk/64px'), its data_dir, an
+  # optional split overriding make_dataset's, and a mixing weight (the paper mixes MEAD and HDTF).
+  c.sources = [dict(name="synthetic_talk/64px", data_dir="~/tensorflow_datasets", split="", weight=1.0)]
   c.stage = "clip"  # 'image' (stage 1) or 'clip' (stage 2)
   c.resolution = 64
   c.num_frames = 8
   c.frame_stride = 1
+  c.expression_dim = 50  # D of the records' per-frame expression codes (FLAME: 50)
   c.audio_margin = 2  # frames of audio context on each side (the +-2 wav2vec2 window)
   c.batch_size = 8  # global, over all hosts
   c.worker_count = 0
@@ -69,7 +71,7 @@ def make_dataset(cfg: ml_collections.ConfigDict, *, split: str, sources: Optiona
 
   Args:
     cfg: the `data` config section (`default_config()`).
-    split: TFDS split of every source.
+    split: TFDS split of every source whose own `split` is empty or missing.
     sources: random-access record sequences overriding `cfg.sources` (tests, in-memory data); their
       weights still come from `cfg.sources` when the lengths match, else they are mixed equally.
     process_index, process_count: default to `jax.process_index()` / `jax.process_count()`.
@@ -81,13 +83,15 @@ def make_dataset(cfg: ml_collections.ConfigDict, *, split: str, sources: Optiona
   if cfg.batch_size % count:
     raise ValueError(f"global batch_size {cfg.batch_size} is not divisible by {count} processes")
   if sources is None:
-    sources = [RecordReader(s["name"], split, s["data_dir"]) for s in cfg.sources]
+    sources = [RecordReader(s["name"], s.get("split") or split, os.path.expanduser(s["data_dir"]))
+               for s in cfg.sources]
   weights = [s["weight"] for s in cfg.sources] if len(cfg.sources) == len(sources) else None
   make = _MakeExample(cfg.stage, cfg)
   parts = []
   for i, source in enumerate(sources):
     if not len(source):
-      raise ValueError(f"data source {i} ({cfg.sources[i]['name'] if weights else i}) split {split!r} is empty")
+      where = f"{cfg.sources[i]['name']} split {cfg.sources[i].get('split') or split!r}" if weights else split
+      raise ValueError(f"data source {i} ({where}) is empty")
     ds = grain.MapDataset.source(source).shuffle(seed=cfg.seed + i).repeat()
     parts.append(ds.random_map(make, seed=cfg.seed + 1000 + i))
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights=weights)

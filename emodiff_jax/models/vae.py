@@ -59,6 +59,12 @@ class DiagonalGaussian(flax.struct.PyTreeNode):
   mean: Array
   logvar: Array
 
+  @classmethod
+  def from_moments(cls, moments: Array) -> "DiagonalGaussian":
+    """`[B, h, w, 2C]` (mean and logvar concatenated on channels) -> posterior with logvar clipped."""
+    mean, logvar = jnp.split(moments, 2, axis=-1)
+    return cls(mean, jnp.clip(logvar, -30.0, 20.0))
+
   @property
   def std(self) -> Array:
     return jnp.exp(0.5 * self.logvar)
@@ -176,8 +182,7 @@ class AutoencoderKL(nn.Module):
 
   def encode(self, images: Array) -> DiagonalGaussian:
     """`[B, H, W, 3]` in [-1, 1] -> posterior over unscaled latents `[B, H/f, W/f, latent]`."""
-    mean, logvar = jnp.split(self.quant_conv(self.encoder(images.astype(self.dtype))), 2, axis=-1)
-    return DiagonalGaussian(mean, jnp.clip(logvar, -30.0, 20.0))
+    return DiagonalGaussian.from_moments(self.quant_conv(self.encoder(images.astype(self.dtype))))
 
   def decode(self, latents: Array) -> Array:
     """Unscaled latents `[B, h, w, latent]` -> images `[B, h*f, w*f, 3]`."""
