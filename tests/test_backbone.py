@@ -15,7 +15,8 @@ import torch
 from emodiff_jax.convert.backbone import build_backbone
 from emodiff_jax.convert.motion import load_motion_adapter
 from emodiff_jax.convert.unet import load_unet2d
-from emodiff_jax.models.backbone import Backbone, BackboneConfig
+from emodiff_jax.models.backbone import Backbone, BackboneConfig, ExpressionProjection
+from emodiff_jax.models.motion_module import MotionConfig
 from emodiff_jax.models.reference_net import ReferenceNet
 from emodiff_jax.models.unet_config import UNetConfig
 from tests.parity import randomize_, rel_err
@@ -60,7 +61,7 @@ def test_backbone_with_motion_adapter_matches_unet_motion_model(tmp_path, unet_d
   with torch.no_grad():  # UNetMotionModel expects the context already repeated per frame.
     want = ref(torch.from_numpy(x.transpose(0, 4, 1, 2, 3)), torch.from_numpy(t),
                torch.from_numpy(np.repeat(ctx, T, 0))).sample.numpy().transpose(0, 2, 3, 4, 1)
-  got = backbone.apply({"params": params}, x, t, ctx)
+  got = jax.jit(lambda p: backbone.apply({"params": p}, x, t, ctx))(params)
   chex.assert_shape(got, x.shape)
   assert rel_err(got, want) <= 1e-4
 
@@ -76,8 +77,6 @@ def test_motion_adapter_with_other_channels_is_rejected(tmp_path, unet_dir):
 def full_backbone(unet_dir):
   """A fresh backbone with every extension (motion, reference, audio, expression), from SD-style weights."""
   path, _ = unet_dir
-  from emodiff_jax.models.motion_module import MotionConfig
-
   ext = dataclasses.replace(UNetConfig.from_diffusers(dict(UNET)), motion=MotionConfig(
       num_attention_heads=4, layers_per_block=1, norm_num_groups=8, max_seq_length=16),
       reference_attention=True, audio_context_dim=24, expression_context_dim=32)
@@ -112,7 +111,8 @@ def test_fresh_backbone_equals_framewise_2d_unet(full_backbone):
   x, t, ctx = _inputs()
   audio, expr = _conditions()
   got = apply(params, x, t, ctx, None, audio, expr)
-  frames = unet2d.apply({"params": params2d}, x.reshape(B * T, S, S, 4), np.repeat(t, T), np.repeat(ctx, T, 0))
+  frames = jax.jit(lambda p: unet2d.apply({"params": p}, x.reshape(B * T, S, S, 4), np.repeat(t, T),
+                                          np.repeat(ctx, T, 0)))(params2d)
   assert rel_err(got, np.asarray(frames).reshape(x.shape)) <= 1e-5
 
 
@@ -154,18 +154,18 @@ def test_motion_modules_mix_frames_within_a_clip_only(full_backbone):
 
 
 @pytest.mark.parametrize("injection", ["add_to_audio", "none"])
-def test_expression_injection_modes(unet_dir, injection):
-  path, _ = unet_dir
-  ext = dataclasses.replace(UNetConfig.from_diffusers(dict(UNET)), audio_context_dim=24)
-  backbone, params = build_backbone(path, config=BackboneConfig(unet=ext, expression_injection=injection))
+def test_expression_injection_modes(full_backbone, injection):
+  """The other injection modes on the full backbone's weights ('cross_attn' is covered above)."""
+  backbone, params, _, _, _ = full_backbone
+  c = backbone.config
+  backbone = Backbone(dataclasses.replace(c, expression_injection=injection))
   trained = _perturb(params, "attn_audio")
-  if injection == "add_to_audio":  # its projection's output layer starts at zero, like attn_audio's.
-    trained["expression_proj"]["out"]["kernel"] = 0.1 * jnp.ones_like(trained["expression_proj"]["out"]["kernel"])
-  else:
-    assert "expression_proj" not in params
+  if injection == "add_to_audio":  # one token of the audio width, output layer perturbed from its zero init.
+    proj = ExpressionProjection(1, c.unet.audio_context_dim, c.expression_hidden_dim)
+    trained["expression_proj"] = proj.init(jax.random.PRNGKey(2), jnp.zeros((1, c.expression_dim)))["params"]
   x, t, ctx = _inputs()
   audio, expr = _conditions()
-  run = lambda e: backbone.apply({"params": trained}, x, t, ctx, audio_tokens=audio, expression=e)
+  run = jax.jit(lambda e: backbone.apply({"params": trained}, x, t, ctx, audio_tokens=audio, expression=e))
   changed = rel_err(run(expr), run(expr * -1.0))
   assert changed > 1e-3 if injection == "add_to_audio" else changed == 0.0
   if injection == "add_to_audio":
