@@ -1,6 +1,5 @@
 """The 2D UNet and its diffusers loader: numerical parity, error reporting, SD-1.5 size."""
 
-import dataclasses
 
 import chex
 import diffusers

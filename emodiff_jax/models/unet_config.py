@@ -116,9 +116,9 @@ class UNetConfig:
     if bad:
       raise ValueError(f"unsupported UNet2DConditionModel options: {bad}")
     kwargs = {k: _as_tuple(cfg[k]) for k in _FIELDS_FROM_DIFFUSERS if k in cfg and cfg[k] is not None}
-    for k in ("transformer_layers_per_block",):
-      if isinstance(kwargs.get(k), tuple) and any(isinstance(v, (list, tuple)) for v in kwargs[k]):
-        raise ValueError(f"per-layer {k} lists are not supported: {cfg[k]}")
+    tl = kwargs.get("transformer_layers_per_block")
+    if isinstance(tl, tuple) and any(isinstance(v, (list, tuple)) for v in tl):
+      raise ValueError(f"per-layer transformer_layers_per_block lists are not supported: {tl}")
     if isinstance(kwargs.get("cross_attention_dim"), tuple):
       dims = set(kwargs["cross_attention_dim"])
       if len(dims) != 1:
