@@ -22,6 +22,11 @@ def test_same_seed_same_bytes_other_seed_differs():
   assert np.abs(a.audio - c.audio).max() > 0.1 and (a.frames != c.frames).any()
 
 
+def test_very_short_clips_render():
+  assert world.generate_clip(_spec(), num_frames=1).frames.shape[0] == 1
+  assert world.generate_clip(_spec(), num_frames=4).expression.shape == (4, 50)
+
+
 def test_clip_layout():
   clip = world.generate_clip(_spec(), num_frames=30, resolution=48, expression_dim=64)
   assert clip.frames.shape == (30, 48, 48, 3) and clip.frames.dtype == np.uint8

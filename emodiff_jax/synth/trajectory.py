@@ -12,9 +12,8 @@ JAW_LAG = 1  # frames between the audio envelope and the jaw
 
 def _smooth_walk(rng: np.random.Generator, t: int, scale: float) -> np.ndarray:
   """A slow random drift `[t]` of roughly +-scale."""
-  steps = rng.standard_normal(t).cumsum()
   kernel = np.hanning(9) / np.hanning(9).sum()
-  walk = np.convolve(steps, kernel, mode="same")
+  walk = np.convolve(rng.standard_normal(t + len(kernel) - 1).cumsum(), kernel, mode="valid")
   return (scale * walk / max(1.0, np.abs(walk).max())).astype(np.float32)
 
 

@@ -1,0 +1,1 @@
+"""HDTF TFDS builder (manual download)."""

@@ -1,0 +1,1 @@
+"""MEAD TFDS builder (manual download)."""

@@ -1,0 +1,1 @@
+"""Synthetic talking-head TFDS builder (procedurally generated, no download)."""
