@@ -36,7 +36,7 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--tokens", type=int, default=16, help="encoder_hidden_states length")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--attention", nargs="+", default=["xla", "matmul"],
+  parser.add_argument("--attention", nargs="+", default=["xla", "matmul", "chunked"],
                       help="UNetConfig.attention_impl values to time")
   args = parser.parse_args()
 

@@ -15,7 +15,7 @@ def _naive(q, k, v):
   return np.einsum("bhqk,bkhd->bqhd", p, v)
 
 
-@pytest.mark.parametrize("impl", [None, "xla", "matmul"])
+@pytest.mark.parametrize("impl", [None, "xla", "matmul", "chunked"])
 def test_kernels_match_a_float64_softmax_attention(impl):
   rng = np.random.default_rng(0)
   q, k, v = (rng.standard_normal((2, n, 3, 8)).astype(np.float32) for n in (5, 7, 7))
@@ -39,3 +39,12 @@ def test_zero_init_out_starts_at_zero_but_gets_gradients():
   assert not np.asarray(attn.apply(params, x)).any()
   grads = jax.grad(lambda p: attn.apply(p, x).sum())(params)
   assert np.abs(grads["params"]["to_out_0"]["kernel"]).max() > 0
+
+
+def test_chunked_attention_gradients_match_plain_attention():
+  rng = np.random.default_rng(1)
+  q, k, v = (jnp.asarray(rng.standard_normal((2, n, 2, 8)).astype(np.float32)) for n in (256, 96, 96))
+  loss = lambda impl: jax.grad(lambda q, k, v: jnp.sum(jnp.sin(dot_product_attention(q, k, v, implementation=impl))),
+                               argnums=(0, 1, 2))(q, k, v)
+  for got, want in zip(loss("chunked"), loss("matmul")):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

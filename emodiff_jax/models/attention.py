@@ -4,8 +4,9 @@ Every attention layer in the project (UNet spatial/cross attention, reference at
 expression cross-attention, AnimateDiff temporal attention, wav2vec2 self-attention) goes through
 `dot_product_attention`, so a faster kernel is swapped in by config (`implementation=`):
 `None`/`"xla"` runs `jax.nn.dot_product_attention`'s XLA path (CPU/TPU), `"cudnn"` cuDNN's fused
-attention on GPU, `"matmul"` plain batched matmuls in `[B, H, L, Dh]` layout (measured faster on XLA:CPU,
-see `benchmarks/unet_step.py`).
+attention on GPU, `"matmul"` plain batched matmuls in `[B, H, L, Dh]` layout, `"chunked"` the same with
+query chunks and a recomputing backward pass (`chunked_attention.py`); the last two are the fast ones on
+XLA:CPU (see `benchmarks/unet_step.py`).
 
 Parameter names follow diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out_0`) so weight mapping
 tables read line by line.
@@ -19,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodiff_jax.models.chunked_attention import CHUNK, chunked_attention
+
 Array = jax.Array
 
 
@@ -31,7 +34,8 @@ def dot_product_attention(
     q: queries `[B, Lq, H, Dh]`.
     k: keys `[B, Lk, H, Dh]`.
     v: values `[B, Lk, H, Dh]`.
-    implementation: `None`/`"xla"`, `"cudnn"` (both `jax.nn.dot_product_attention`) or `"matmul"`.
+    implementation: `None`/`"xla"`, `"cudnn"` (both `jax.nn.dot_product_attention`), `"matmul"` or
+      `"chunked"`.
     bias: optional additive bias broadcastable to `[B, H, Lq, Lk]`.
 
   Returns:
@@ -39,6 +43,11 @@ def dot_product_attention(
   """
   if implementation == "matmul":
     return _matmul_attention(q, k, v, bias)
+  if implementation == "chunked":
+    if bias is not None or q.shape[1] % CHUNK:
+      return _matmul_attention(q, k, v, bias)  # short or biased sequences: nothing to save
+    qt, kt, vt = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))
+    return jnp.swapaxes(chunked_attention(qt, kt, vt), 1, 2)
   if implementation == "xla":
     implementation = None
   return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=implementation)
