@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodiff_jax.models.layers import Dense
+
 from emodiff_jax.models.chunked_attention import CHUNK, chunked_attention
 
 Array = jax.Array
@@ -115,7 +117,7 @@ def project_attend(x: Array, kv: Array, *, heads: int, dim_head: int, out_dim: i
   key names. `x` `[B, Lq, C]`, `kv` `[B, Lk, Ckv]` -> `[B, Lq, out_dim]`.
   """
   inner = heads * dim_head
-  dense = lambda n, name, bias: nn.Dense(n, use_bias=bias, dtype=dtype, name=name)
+  dense = lambda n, name, bias: Dense(n, use_bias=bias, dtype=dtype, name=name)
   q = dense(inner, "to_q", qkv_bias)(x)
   k = dense(inner, "to_k", qkv_bias)(kv)
   v = dense(inner, "to_v", qkv_bias)(kv)
@@ -123,4 +125,4 @@ def project_attend(x: Array, kv: Array, *, heads: int, dim_head: int, out_dim: i
   out = dot_product_attention(split(q), split(k), split(v), implementation=implementation)
   out = out.reshape(out.shape[:-2] + (inner,))
   init = nn.initializers.zeros if zero_init_out else nn.initializers.lecun_normal()
-  return nn.Dense(out_dim, dtype=dtype, kernel_init=init, name="to_out_0")(out)
+  return Dense(out_dim, dtype=dtype, kernel_init=init, name="to_out_0")(out)

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodiff_jax.models.layers import Dense
+
 Array = jax.Array
 
 
@@ -36,5 +38,5 @@ class TimestepEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    x = nn.Dense(self.features, dtype=self.dtype, name="linear_1")(x)
-    return nn.Dense(self.features, dtype=self.dtype, name="linear_2")(nn.silu(x))
+    x = Dense(self.features, dtype=self.dtype, name="linear_1")(x)
+    return Dense(self.features, dtype=self.dtype, name="linear_2")(nn.silu(x))

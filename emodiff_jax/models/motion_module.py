@@ -16,6 +16,8 @@ from typing import Any, Mapping, Optional, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from emodiff_jax.models.layers import Dense
 import numpy as np
 
 from emodiff_jax.models.attention import Attention
@@ -124,10 +126,10 @@ class TemporalTransformer(nn.Module):
     # GroupNorm statistics over (T, H, W) of each clip, as diffusers normalises [B, C, T, H, W].
     y = nn.GroupNorm(self.norm_num_groups, epsilon=1e-6, dtype=self.dtype, name="norm")(x.reshape(b, t * h, w, c))
     y = y.reshape(b, t, h * w, c).transpose(0, 2, 1, 3).reshape(b * h * w, t, c)
-    y = nn.Dense(c, dtype=self.dtype, name="proj_in")(y)
+    y = Dense(c, dtype=self.dtype, name="proj_in")(y)
     for k in range(self.num_layers):
       y = TemporalTransformerBlock(self.num_attention_heads, c // self.num_attention_heads, self.max_seq_length,
                                    self.implementation, self.dtype, name=f"transformer_blocks_{k}")(y)
-    y = nn.Dense(c, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="proj_out")(y)
+    y = Dense(c, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="proj_out")(y)
     y = y.reshape(b, h * w, t, c).transpose(0, 2, 1, 3).reshape(n, h, w, c)
     return x + y

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodiff_jax.models.layers import Dense
+
 from emodiff_jax.models.attention import Attention
 
 Array = jax.Array
@@ -32,7 +34,7 @@ class GEGLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    hidden, gate = jnp.split(nn.Dense(2 * self.features, dtype=self.dtype, name="proj")(x), 2, axis=-1)
+    hidden, gate = jnp.split(Dense(2 * self.features, dtype=self.dtype, name="proj")(x), 2, axis=-1)
     return hidden * nn.gelu(gate, approximate=False)
 
 
@@ -45,7 +47,7 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     h = GEGLU(x.shape[-1] * self.mult, dtype=self.dtype, name="net_0")(x)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, name="net_2")(h)
+    return Dense(x.shape[-1], dtype=self.dtype, name="net_2")(h)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -114,7 +116,7 @@ class Transformer2DModel(nn.Module):
     """x `[N, H, W, C]` -> (`[N, H, W, C]`, {'transformer_blocks_k': attn1 input `[N, H*W, C]`})."""
     n, hgt, wid, c = x.shape
     inner = self.heads * self.dim_head
-    proj = lambda name, f: (nn.Dense(f, dtype=self.dtype, name=name) if self.use_linear_projection
+    proj = lambda name, f: (Dense(f, dtype=self.dtype, name=name) if self.use_linear_projection
                             else nn.Conv(f, (1, 1), dtype=self.dtype, name=name))
     h = nn.GroupNorm(self.norm_num_groups, epsilon=1e-6, dtype=self.dtype, name="norm")(x)
     h = proj("proj_in", inner)(h).reshape(n, hgt * wid, inner)
