@@ -104,6 +104,16 @@ def resample_indices(num_frames: int, src_fps: float, dst_fps: float) -> np.ndar
   return np.minimum(idx, num_frames - 1)
 
 
+def _open(path: str) -> "av.container.InputContainer":
+  """Opens a media file with PyAV; a `MediaError` naming it when missing or unreadable."""
+  if not os.path.isfile(path):
+    raise MediaError(path, "no such file")
+  try:
+    return av.open(path)
+  except av.error.FFmpegError as e:
+    raise MediaError(path, f"unreadable or truncated container ({e})") from e
+
+
 def read_video(path: str, target_fps: Optional[float] = None) -> tuple[np.ndarray, float]:
   """Decodes all frames of the first video stream.
 
@@ -114,13 +124,7 @@ def read_video(path: str, target_fps: Optional[float] = None) -> tuple[np.ndarra
   Returns:
     (frames uint8 `[T, H, W, 3]` RGB, fps of the returned frames).
   """
-  if not os.path.isfile(path):
-    raise MediaError(path, "no such file")
-  try:
-    container = av.open(path)
-  except av.error.FFmpegError as e:
-    raise MediaError(path, f"unreadable or truncated container ({e})") from e
-  with container:
+  with _open(path) as container:
     if not container.streams.video:
       raise MediaError(path, "no video stream")
     stream = container.streams.video[0]
@@ -159,13 +163,7 @@ def load_audio(path: str, sample_rate: int = SAMPLE_RATE,
     sample_rate: output rate in Hz (librosa soxr resampling when the source differs).
     required_rate: when set, a source at any other rate raises `MediaError`.
   """
-  if not os.path.isfile(path):
-    raise MediaError(path, "no such file")
-  try:
-    container = av.open(path)
-  except av.error.FFmpegError as e:
-    raise MediaError(path, f"unreadable or truncated container ({e})") from e
-  with container:
+  with _open(path) as container:
     if not container.streams.audio:
       raise MediaError(path, "no audio stream")
     stream = container.streams.audio[0]
