@@ -5,7 +5,13 @@ import pytest
 
 from emodiff_jax.synth import world
 from emodiff_jax.synth.audio import envelope_from_audio
-from emodiff_jax.synth.expression import COEFFICIENTS, EMOTIONS, INDEX, emotion_direction, expression_vector
+from emodiff_jax.synth.expression import (
+  COEFFICIENTS,
+  EMOTIONS,
+  INDEX,
+  emotion_direction,
+  expression_vector,
+)
 from emodiff_jax.synth.identity import identity_indices, make_identity
 from emodiff_jax.synth.render import render_frames
 
@@ -70,7 +76,7 @@ def test_jaw_follows_audio_envelope_one_frame_late():
   clip = world.generate_clip(world.ClipSpec("train", "hdtf_like", 3, "neutral", 0), num_frames=100)
   env = envelope_from_audio(clip.audio, 100)
   jaw = clip.expression[:, INDEX["jaw_open"]]
-  corr = {lag: np.corrcoef(env[: 100 - lag], jaw[lag:])[0, 1] for lag in range(0, 4)}
+  corr = {lag: np.corrcoef(env[: 100 - lag], jaw[lag:])[0, 1] for lag in range(4)}
   assert corr[1] > 0.8 and corr[1] == max(corr.values())
 
 

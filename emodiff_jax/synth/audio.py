@@ -29,7 +29,7 @@ def _syllable_envelope(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 def speech_like_audio(rng: np.random.Generator, num_frames: int, fps: float = FPS,
                       sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
   """Returns `(waveform [N] float32 in [-1, 1], envelope [T] in [0, 1])`, N = T * sample_rate / fps."""
-  n = int(round(num_frames * sample_rate / fps))
+  n = round(num_frames * sample_rate / fps)
   t = np.arange(n, dtype=np.float32) / sample_rate
   env = _syllable_envelope(rng, n, sample_rate)
   # Pitch glides slowly around a speaker-specific f0; harmonics are weighted by two formants that

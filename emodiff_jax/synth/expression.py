@@ -7,7 +7,7 @@ size (50 by default, like FLAME's expression code).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

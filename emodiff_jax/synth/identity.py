@@ -62,5 +62,5 @@ def identity_indices(partition: str, split: str) -> range:
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
   n = PARTITION_SIZES[partition]
-  n_test = max(1, int(round(n * TEST_FRACTION)))
-  return range(0, n - n_test) if split == "train" else range(n - n_test, n)
+  n_test = max(1, round(n * TEST_FRACTION))
+  return range(n - n_test) if split == "train" else range(n - n_test, n)

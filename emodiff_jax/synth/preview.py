@@ -10,7 +10,7 @@ import numpy as np
 
 from emodiff_jax.input.media import write_video
 from emodiff_jax.synth import world
-from emodiff_jax.synth.expression import EMOTIONS, LEVELS
+from emodiff_jax.synth.expression import EMOTIONS, INDEX, LEVELS
 
 CELL = 128  # pixels per sheet cell
 
@@ -22,14 +22,17 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def contact_sheet(identity: int = 0, resolution: int = 64, num_frames: int = 50, seed: int = 0) -> np.ndarray:
-  """`[8 * CELL, 3 * CELL, 3]` uint8: rows the emotions, columns the levels, each the clip's last frame
-  (the expression is fully on by then); neutral fills its row with its single level."""
+  """`[8 * CELL, 3 * CELL, 3]` uint8: rows the emotions, columns the levels, each a frame at peak
+  (the second-half frame with the eyes most open); neutral fills its row with its single level."""
   rows = []
   for emotion in EMOTIONS:
     cells = []
     for level in LEVELS:
       spec = world.ClipSpec("train", "mead_like", identity, emotion, 1 if emotion == "neutral" else level)
-      frame = world.generate_clip(spec, num_frames, resolution, seed=seed).frames[-1]
+      clip = world.generate_clip(spec, num_frames, resolution, seed=seed)
+      # The expression is fully on in the second half; show its frame with the eyes most open (no blink).
+      half = num_frames // 2
+      frame = clip.frames[half + int(np.argmin(clip.expression[half:, INDEX["eye_close"]]))]
       cell = cv2.resize(frame, (CELL, CELL), interpolation=cv2.INTER_NEAREST if resolution < CELL else cv2.INTER_AREA)
       cells.append(_label(cell, f"{emotion} L{spec.level}"))
     rows.append(np.concatenate(cells, axis=1))

@@ -19,8 +19,11 @@ def _cov(d: np.ndarray, px: float) -> np.ndarray:
 
 
 def _ellipse(x, y, cx, cy, rx, ry) -> np.ndarray:
-  """Approximate signed distance to an ellipse (exact on the axes)."""
-  return (np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2) - 1.0) * np.minimum(rx, ry)
+  """Approximate signed distance to an ellipse: the implicit value over its gradient norm, so thin
+  (closed-eye) ellipses keep sharp edges instead of smearing along their long axis."""
+  k0 = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
+  k1 = np.sqrt(((x - cx) / rx**2) ** 2 + ((y - cy) / ry**2) ** 2)
+  return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
 
 
 def _capsule(x, y, ax, ay, bx, by, r) -> np.ndarray:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from emodiff_jax.synth.expression import EXPRESSION_DIM, INDEX, emotion_direction, level_scale
+from emodiff_jax.synth.expression import (
+  EXPRESSION_DIM,
+  INDEX,
+  emotion_direction,
+  level_scale,
+)
 
 JAW_LAG = 1  # frames between the audio envelope and the jaw
 
