@@ -1,0 +1,73 @@
+"""Diffusion training objective: targets, Min-SNR-gamma weights (Hang et al. 2023) and offset noise."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from emodiff_jax.diffusion.schedule import NoiseSchedule, check_prediction_type, snr, velocity
+
+Array = jax.Array
+
+
+def training_target(schedule: NoiseSchedule, x0: Array, noise: Array, t: Array, prediction_type: str) -> Array:
+  """Regression target for the denoiser: `noise` (epsilon), `v` (v_prediction) or `x0` (sample)."""
+  check_prediction_type(prediction_type)
+  if prediction_type == 'epsilon':
+    return noise
+  if prediction_type == 'v_prediction':
+    return velocity(schedule, x0, noise, t)
+  return x0
+
+
+def loss_weights(schedule: NoiseSchedule, t: Array, prediction_type: str,
+                 min_snr_gamma: Optional[float] = None) -> Array:
+  """Per-example loss weights `[B]` (ones when `min_snr_gamma` is None).
+
+  Min-SNR-gamma (Hang et al. 2023) weights the x0-space loss by `min(SNR, gamma)`; expressed on the
+  predicted quantity: epsilon `min(SNR, gamma) / SNR`, v_prediction `min(SNR, gamma) / (SNR + 1)`, sample
+  `min(SNR, gamma)`. At zero SNR (rescaled schedules, last step) the epsilon weight takes its limit, 1.
+  """
+  check_prediction_type(prediction_type)
+  s = snr(schedule, t)
+  if min_snr_gamma is None:
+    return jnp.ones_like(s)
+  if min_snr_gamma <= 0:
+    raise ValueError(f'losses.py: min_snr_gamma must be > 0, got {min_snr_gamma}')
+  clipped = jnp.minimum(s, min_snr_gamma)
+  if prediction_type == 'epsilon':
+    return jnp.where(s > 0, clipped / jnp.where(s > 0, s, 1.0), 1.0)
+  if prediction_type == 'v_prediction':
+    return clipped / (s + 1.0)
+  return clipped
+
+
+def diffusion_loss(pred: Array, target: Array, *, weights: Optional[Array] = None) -> Array:
+  """Scalar loss: per-example MSE over all non-batch axes of `[B, ...]`, then the (weighted) batch mean.
+
+  Computed in float32 whatever the prediction dtype.
+  """
+  if pred.shape != target.shape:
+    raise ValueError(f'losses.py: pred {pred.shape} and target {target.shape} differ in shape')
+  err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+  per_example = err.reshape(err.shape[0], -1).mean(axis=1)
+  if weights is not None:
+    per_example = per_example * weights.astype(jnp.float32)
+  return per_example.mean()
+
+
+def offset_noise(rng: Array, shape: Sequence[int], strength: float) -> Array:
+  """Standard normal noise plus a per-sample per-channel constant ("noise offset", Guttenberg 2023).
+
+  `shape` is `[B, H, W, C]` or, for clips, `[B, T, H, W, C]`: the offset `strength * N(0, 1)` has shape
+  `[B, 1, 1, C]` / `[B, 1, 1, 1, C]`, i.e. one value per sample and channel, shared by all pixels and by all
+  frames of a clip (the brightness shift of a clip is coherent in time). `strength=0` gives plain noise.
+  """
+  if len(shape) not in (4, 5):
+    raise ValueError(f'losses.py: offset_noise expects [B, H, W, C] or [B, T, H, W, C], got shape {tuple(shape)}')
+  k_base, k_off = jax.random.split(rng)
+  noise = jax.random.normal(k_base, tuple(shape), jnp.float32)
+  offset_shape = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
+  return noise + strength * jax.random.normal(k_off, offset_shape, jnp.float32)
