@@ -1,8 +1,12 @@
-"""The 2D UNet and its diffusers loader: numerical parity, error reporting, SD-1.5 size."""
+"""The 2D UNet and its diffusers loader (numerical parity, error reporting, SD-1.5 size), its backbone hooks
+(reference / audio / expression attention), the ReferenceNet and block rematerialisation."""
 
+
+import dataclasses
 
 import chex
 import diffusers
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,7 +59,7 @@ def test_load_unet2d_matches_diffusers(tmp_path, name):
   x, t, ctx = _inputs(cfg)
   with torch.no_grad():
     ref = model(torch.from_numpy(x.transpose(0, 3, 1, 2)), torch.from_numpy(t), torch.from_numpy(ctx)).sample
-  out = unet.apply({"params": params}, x, t, ctx)
+  out = jax.jit(lambda p: unet.apply({"params": p}, x, t, ctx))(params)
   chex.assert_shape(out, x.shape)
   assert rel_err(out, ref.numpy().transpose(0, 2, 3, 1)) <= 1e-4
 
@@ -87,33 +91,122 @@ def test_sd15_unet_has_859520964_parameters():
   assert param_count(shapes["params"]) == 859_520_964
 
 
+def test_invalid_remat_policy_is_rejected():
+  with pytest.raises(ValueError, match="remat_policy"):
+    UNetConfig(remat_policy="save_only_these_names")
+
+
+TINY = UNetConfig(**CONFIGS["conv_proj_int_heads"])
+HOOKS = dataclasses.replace(TINY, reference_attention=True, audio_context_dim=12, expression_context_dim=8)
+B, T, S = 1, 2, 16  # one clip of two frames: reference features are repeated over T
+
+
 @pytest.fixture(scope="module")
 def tiny_unet():
-  cfg = UNetConfig(**{k: v for k, v in CONFIGS["conv_proj_int_heads"].items()})
-  params = UNet(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 4)), jnp.zeros((1,)), jnp.zeros((1, 1, 32)))
-  return cfg, params["params"]
+  """Plain 2D params, the same plus fresh reference/audio/expression layers, and jitted applies."""
+  zeros = lambda *shape: jnp.zeros((B * T,) + shape)
+  hooks = jax.jit(lambda r: UNet(HOOKS).init(  # "unsafe_rbg": the init compiles twice as fast
+      r, zeros(S, S, 4), zeros(), zeros(1, 32), num_frames=T, audio_context=zeros(3, 12),
+      expression_context=zeros(2, 8)))(jax.random.key(0, impl="unsafe_rbg"))["params"]
+  flat = flax.traverse_util.flatten_dict(hooks)
+  params = flax.traverse_util.unflatten_dict(
+      {p: v for p, v in flat.items() if not {"norm_audio", "attn_audio", "norm_expr", "attn_expr"} & set(p)})
+  apply = jax.jit(lambda p, x, t, c, ref, audio, expr: UNet(HOOKS).apply(
+      {"params": p}, x, t, c, num_frames=T, reference=ref, audio_context=audio, expression_context=expr))
+  refnet = jax.jit(lambda p, x, c: ReferenceNet(TINY).apply({"params": {"unet": p}}, x, c))
+  return params, hooks, apply, refnet
+
+
+def _frames(seed):
+  rng = np.random.default_rng(seed)
+  return (rng.standard_normal((B * T, S, S, 4), np.float32), np.array([17, 17]),
+          rng.standard_normal((B * T, 5, 32), np.float32), rng.standard_normal((B * T, 3, 12), np.float32),
+          rng.standard_normal((B * T, 2, 8), np.float32))
 
 
 def _paths(tree):
   return ["/".join(k.key for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+def _perturb(params, name, seed):
+  """Random weights in every `name`/to_out_0 (zero-initialised in a fresh model)."""
+  keys = iter(jax.random.split(jax.random.PRNGKey(seed), 1000))
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict(
+      {p: 0.1 * jax.random.normal(next(keys), v.shape) if name in p and "to_out_0" in p else v
+       for p, v in flat.items()})
+
+
+def test_fresh_hooks_leave_the_2d_unet_unchanged(tiny_unet):
+  params, hooks, apply, _ = tiny_unet
+  x, t, ctx, audio, expr = _frames(0)
+  plain = jax.jit(lambda p: UNet(TINY).apply({"params": p}, x, t, ctx))(params)
+  out = apply(hooks, x, t, ctx, None, audio, expr)
+  assert rel_err(out, plain) <= 1e-6
+  _, _, _, audio2, expr2 = _frames(1)  # zero-initialised outputs: the conditions have no effect yet
+  assert rel_err(apply(hooks, x, t, ctx, None, audio2, expr2), out) == 0.0
+
+
+def test_audio_and_expression_change_the_output_once_trained(tiny_unet):
+  _, hooks, apply, _ = tiny_unet
+  trained = _perturb(_perturb(hooks, "attn_audio", 0), "attn_expr", 1)
+  x, t, ctx, audio, expr = _frames(0)
+  _, _, _, audio2, expr2 = _frames(1)
+  out = apply(trained, x, t, ctx, None, audio, expr)
+  assert rel_err(apply(trained, x, t, ctx, None, audio2, expr), out) > 1e-3
+  assert rel_err(apply(trained, x, t, ctx, None, audio, expr2), out) > 1e-3
+
+
+def test_reference_features_from_the_reference_net_steer_the_unet(tiny_unet):
+  params, hooks, apply, refnet = tiny_unet
+  x, t, ctx, audio, expr = _frames(0)
+  ref_a, ref_b = _frames(2)[0][:B], _frames(3)[0][:B]
+  base = apply(hooks, x, t, ctx, None, audio, expr)
+  with_a = apply(hooks, x, t, ctx, refnet(params, ref_a, ctx[:B]), audio, expr)
+  with_b = apply(hooks, x, t, ctx, refnet(params, ref_b, ctx[:B]), audio, expr)
+  assert rel_err(with_a, base) > 1e-3 and rel_err(with_b, with_a) > 1e-3
+
+
 def test_reference_features_mirror_every_self_attention(tiny_unet):
-  cfg, params = tiny_unet
-  feats = ReferenceNet(cfg).apply({"params": {"unet": params}}, jnp.ones((1, 16, 16, 4)), jnp.ones((1, 3, 32)))
+  params, _, _, refnet = tiny_unet
+  feats = refnet(params, jnp.ones((B, S, S, 4)), jnp.ones((B, 3, 32)))
   attn1 = {p.rsplit("/attn1/", 1)[0] for p in _paths(params) if p.endswith("/attn1/to_q/kernel")}
   assert set(_paths(feats)) == attn1 and len(attn1) == 4
   # Each feature is the normed input of its attn1: [B, h*w, C] with zero mean over channels (LayerNorm).
   f = feats["down_blocks_0"]["attentions_0"]["transformer_blocks_0"]
-  chex.assert_shape(f, (1, 16 * 16, 32))
+  chex.assert_shape(f, (B, S * S, 32))
   scale = params["down_blocks_0"]["attentions_0"]["transformer_blocks_0"]["norm1"]
   np.testing.assert_allclose((np.asarray(f) - np.asarray(scale["bias"])).mean(-1), 0.0, atol=1e-5)
 
 
+def test_bad_reference_features_are_rejected(tiny_unet):
+  params, hooks, _, refnet = tiny_unet
+  x, t, ctx, _, _ = _frames(0)
+  feats = refnet(params, x[:B], ctx[:B])
+  run = lambda cfg, p, ref: jax.eval_shape(
+      lambda: UNet(cfg).apply({"params": p}, x, t, ctx, num_frames=T, reference=ref))
+  with pytest.raises(ValueError, match="reference_attention"):
+    run(TINY, params, feats)
+  with pytest.raises(ValueError, match="'attentions_0' for up_blocks_1"):
+    run(HOOKS, hooks, {**feats, "up_blocks_1": {}})
+  with pytest.raises(ValueError, match="one entry per clip"):
+    run(HOOKS, hooks, jax.tree.map(lambda f: jnp.concatenate([f, f]), feats))
+
+
+def test_rematerialised_blocks_give_the_same_outputs_and_gradients(tiny_unet):
+  params, _, _, _ = tiny_unet
+  x, t, ctx, _, _ = _frames(0)
+  loss = lambda cfg: jax.jit(jax.value_and_grad(
+      lambda p: jnp.mean(UNet(cfg).apply({"params": p}, x, t, ctx) ** 2)))(params)
+  (l0, g0), (l1, g1) = loss(TINY), loss(dataclasses.replace(TINY, remat_policy="nothing_saveable"))
+  assert abs(float(l1) - float(l0)) <= 1e-6 * abs(float(l0))
+  chex.assert_trees_all_close(g1, g0, rtol=1e-4, atol=1e-6)
+
+
 def test_bfloat16_compute_stays_close_to_float32(tiny_unet):
-  cfg, params = tiny_unet
-  x, t, ctx = _inputs(CONFIGS["conv_proj_int_heads"])
-  f32 = UNet(cfg).apply({"params": params}, x, t, ctx)
-  bf16 = UNet(cfg, dtype=jnp.bfloat16).apply({"params": params}, x, t, ctx)
+  params, _, _, _ = tiny_unet
+  x, t, ctx, _, _ = _frames(0)
+  run = lambda dtype: jax.jit(lambda p: UNet(TINY, dtype=dtype).apply({"params": p}, x, t, ctx))(params)
+  bf16 = run(jnp.bfloat16)
   assert bf16.dtype == jnp.bfloat16
-  assert rel_err(bf16.astype(jnp.float32), f32) < 5e-2
+  assert rel_err(bf16.astype(jnp.float32), run(jnp.float32)) < 5e-2

@@ -58,7 +58,8 @@ def build_backbone(unet2d_path: str, motion_path: Optional[str] = None, config: 
     motion = adapter_motion
   unet = dataclasses.replace(unet2d, motion=motion, reference_attention=ext.reference_attention,
                              audio_context_dim=ext.audio_context_dim,
-                             expression_context_dim=ext.expression_context_dim, attention_impl=ext.attention_impl)
+                             expression_context_dim=ext.expression_context_dim, attention_impl=ext.attention_impl,
+                             remat_policy=ext.remat_policy)
   backbone = Backbone(dataclasses.replace(config, unet=unet))
   params = init_backbone(backbone, jax.random.PRNGKey(0) if rng is None else rng)
   _, unet_params = load_unet2d(unet2d_path)

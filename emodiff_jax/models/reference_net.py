@@ -24,7 +24,8 @@ class ReferenceNet(nn.Module):
   """`reference_latent [B, h, w, 4]`, `encoder_hidden_states [B, L, D]` -> features for the backbone.
 
   Params live under `unet` (SD-1.5 keys). Returns the nested dict
-  `{'down_blocks_i': {'attentions_j': {'transformer_blocks_k': [B, h_i*w_i, C_i]}}, 'mid_block': ..., 'up_blocks_i': ...}`.
+  `{'down_blocks_i': {'attentions_j': {'transformer_blocks_k': [B, h_i*w_i, C_i]}}, 'mid_block': ...,
+  'up_blocks_i': ...}`, the `reference` argument of the backbone's `UNet`.
   """
 
   config: UNetConfig

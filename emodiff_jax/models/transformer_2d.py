@@ -26,6 +26,16 @@ Array = jax.Array
 Features = dict[str, Any]
 
 
+def reference_entry(reference: Optional[Features], name: str, owner: str) -> Any:
+  """`reference[name]` (None without reference), with a clear error when the feature dict lacks it."""
+  if reference is None:
+    return None
+  if name not in reference:
+    raise ValueError(f"reference features have no {name!r} for {owner} (they have {sorted(reference)}); "
+                     "were they computed by a ReferenceNet of the same UNet layout?")
+  return reference[name]
+
+
 class GEGLU(nn.Module):
   """`proj` to 2x`features`, then `hidden * gelu(gate)` (Shazeer 2020)."""
 
@@ -84,6 +94,9 @@ class BasicTransformerBlock(nn.Module):
     if reference is not None:
       if not self.reference_attention:
         raise ValueError("reference features given to a block built without reference_attention")
+      if reference.shape[0] * num_frames != x.shape[0]:
+        raise ValueError(f"reference features {reference.shape} for {x.shape[0]} frames of {num_frames} per clip: "
+                         "need one entry per clip")
       extra = jnp.repeat(reference, num_frames, axis=0)
     x = x + attn("attn1")(h, extra_kv=extra)
     x = x + attn("attn2")(ln("norm2")(x), context)
@@ -126,7 +139,7 @@ class Transformer2DModel(nn.Module):
       h, features[name] = BasicTransformerBlock(
           self.heads, self.dim_head, self.reference_attention, self.audio_context_dim,
           self.expression_context_dim, self.implementation, self.dtype, name=name)(
-              h, context, num_frames=num_frames, reference=None if reference is None else reference[name],
+              h, context, num_frames=num_frames, reference=reference_entry(reference, name, self.name),
               audio_context=audio_context, expression_context=expression_context)
     h = proj("proj_out", c)(h.reshape(n, hgt, wid, inner))
     return h + x, features

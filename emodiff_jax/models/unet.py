@@ -64,8 +64,10 @@ class UNet(nn.Module):
     temb = timestep_embedding(timesteps, c.block_out_channels[0], flip_sin_to_cos=c.flip_sin_to_cos,
                               freq_shift=c.freq_shift).astype(self.dtype)
     temb = TimestepEmbedding(4 * c.block_out_channels[0], self.dtype, name="time_embedding")(temb)
-    cond = dict(num_frames=num_frames, audio_context=audio_context, expression_context=expression_context)
-    sub = lambda name: None if reference is None else reference.get(name)
+    cond = dict(audio_context=audio_context, expression_context=expression_context)
+    sub = lambda name: None if reference is None else reference.get(name, {})  # {}: the block's error names it
+    remat = lambda cls: cls if c.remat_policy is None else nn.remat(cls, policy=c.checkpoint_policy)
+    blocks = dict(dtype=self.dtype, num_frames=num_frames)
     features: Features = {}
 
     x = conv3x3(c.block_out_channels[0], "conv_in", self.dtype)(sample.astype(self.dtype))
@@ -73,21 +75,21 @@ class UNet(nn.Module):
     nblocks = len(c.block_out_channels)
     for i, kind in enumerate(c.down_block_types):
       name = f"down_blocks_{i}"
-      x, block_skips, features[name] = DownBlock(
-          c, i, c.block_out_channels[i], c.layers[i], _block_kind(_DOWN, kind), self.dtype,
+      x, block_skips, features[name] = remat(DownBlock)(
+          c, i, c.block_out_channels[i], c.layers[i], _block_kind(_DOWN, kind), **blocks,
           add_downsample=i < nblocks - 1, name=name)(x, temb, encoder_hidden_states, cond, sub(name))
       skips.extend(block_skips)
 
-    x, features["mid_block"] = MidBlock(c, nblocks - 1, c.block_out_channels[-1], 1, True, self.dtype,
-                                       name="mid_block")(x, temb, encoder_hidden_states, cond, sub("mid_block"))
+    x, features["mid_block"] = remat(MidBlock)(c, nblocks - 1, c.block_out_channels[-1], 1, True, **blocks,
+                                              name="mid_block")(x, temb, encoder_hidden_states, cond, sub("mid_block"))
 
     for i, kind in enumerate(c.up_block_types):
       name = f"up_blocks_{i}"
       index = nblocks - 1 - i
       num_layers = c.layers[index] + 1
       block_skips, skips = tuple(skips[-num_layers:]), skips[:-num_layers]
-      x, features[name] = UpBlock(
-          c, index, c.block_out_channels[index], num_layers, _block_kind(_UP, kind), self.dtype,
+      x, features[name] = remat(UpBlock)(
+          c, index, c.block_out_channels[index], num_layers, _block_kind(_UP, kind), **blocks,
           add_upsample=i < nblocks - 1, name=name)(x, block_skips, temb, encoder_hidden_states, cond, sub(name))
 
     x = nn.GroupNorm(c.norm_num_groups, epsilon=c.norm_eps, dtype=self.dtype, name="conv_norm_out")(x)

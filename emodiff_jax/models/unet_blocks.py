@@ -3,8 +3,10 @@
 at the positions of diffusers' `UNetMotionModel` blocks (`motion_modules_j` after each resnet[+attention]
 pair; in the mid block between each attention and the following resnet).
 
-Every block takes `x [N, H, W, C]` with N = B*T frames and returns, besides its output, the features
-entering each spatial self-attention (`{'attentions_j': {'transformer_blocks_k': [N, H*W, C]}}`).
+Every block takes `x [N, H, W, C]` with N = B*T frames (`num_frames` = T, a static attribute) and
+`cond = {'audio_context': ..., 'expression_context': ...}` (arrays or None), and returns, besides its
+output, the features entering each spatial self-attention
+(`{'attentions_j': {'transformer_blocks_k': [N, H*W, C]}}`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 
 from emodiff_jax.models.motion_module import TemporalTransformer
 from emodiff_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
-from emodiff_jax.models.transformer_2d import Transformer2DModel
+from emodiff_jax.models.transformer_2d import Transformer2DModel, reference_entry
 from emodiff_jax.models.unet_config import UNetConfig
 
 Array = jax.Array
@@ -33,6 +35,7 @@ class _Block(nn.Module):
   num_layers: int
   cross_attention: bool
   dtype: jnp.dtype = jnp.float32
+  num_frames: int = 1
 
   def resnet(self, j: int) -> ResnetBlock2D:
     c = self.config
@@ -50,15 +53,19 @@ class _Block(nn.Module):
     return TemporalTransformer(heads, layers, m.norm_num_groups, m.max_seq_length, self.config.attention_impl,
                                self.dtype, name=f"motion_modules_{j}")
 
+  def attend(self, j: int, x: Array, context: Array, cond: dict, reference: Optional[Features],
+             features: Features) -> Array:
+    """Runs `attentions_j`, recording its attn1 features under its name."""
+    c, i = self.config, self.index
+    name = f"attentions_{j}"
+    x, features[name] = self.attention(j, c.heads[i], c.transformer_layers[i])(
+        x, context, num_frames=self.num_frames, reference=reference_entry(reference, name, self.name),
+        audio_context=cond["audio_context"], expression_context=cond["expression_context"])
+    return x
 
-def _attend(attn: Transformer2DModel, x: Array, context: Array, cond: dict, reference: Optional[Features],
-            features: Features) -> Array:
-  """Runs one Transformer2D, recording its attn1 features under its name."""
-  x, features[attn.name] = attn(x, context, num_frames=cond["num_frames"],
-                                reference=None if reference is None else reference[attn.name],
-                                audio_context=cond.get("audio_context"),
-                                expression_context=cond.get("expression_context"))
-  return x
+  def temporal(self, j: int, x: Array, layers: int) -> Array:
+    """Runs `motion_modules_j` over the frames of each clip."""
+    return self.motion(j, self.config.motion.heads(self.index), layers)(x, self.num_frames)
 
 
 class DownBlock(_Block):
@@ -75,9 +82,9 @@ class DownBlock(_Block):
     for j in range(self.num_layers):
       x = self.resnet(j)(x, temb)
       if self.cross_attention:
-        x = _attend(self.attention(j, c.heads[i], c.transformer_layers[i]), x, context, cond, reference, features)
+        x = self.attend(j, x, context, cond, reference, features)
       if c.motion is not None:
-        x = self.motion(j, c.motion.heads(i), c.motion.transformer_layers(i))(x, cond["num_frames"])
+        x = self.temporal(j, x, c.motion.transformer_layers(i))
       skips.append(x)
     if self.add_downsample:
       x = Downsample2D(c.downsample_padding, self.dtype, name="downsamplers_0")(x)
@@ -91,14 +98,14 @@ class MidBlock(_Block):
   @nn.compact
   def __call__(self, x: Array, temb: Array, context: Array, cond: dict, reference: Optional[Features] = None
                ) -> tuple[Array, Features]:
-    c, i = self.config, self.index
+    c = self.config
     features: Features = {}
     x = self.resnet(0)(x, temb)
     use_motion = c.motion is not None and c.motion.use_mid_block
     for j in range(self.num_layers):
-      x = _attend(self.attention(j, c.heads[i], c.transformer_layers[i]), x, context, cond, reference, features)
+      x = self.attend(j, x, context, cond, reference, features)
       if use_motion:
-        x = self.motion(j, c.motion.heads(i), c.motion.mid_transformer_layers(j))(x, cond["num_frames"])
+        x = self.temporal(j, x, c.motion.mid_transformer_layers(j))
       x = self.resnet(j + 1)(x, temb)
     return x, features
 
@@ -118,9 +125,9 @@ class UpBlock(_Block):
       x = jnp.concatenate([x, skips[-1 - j]], axis=-1)
       x = self.resnet(j)(x, temb)
       if self.cross_attention:
-        x = _attend(self.attention(j, c.heads[i], c.transformer_layers[i]), x, context, cond, reference, features)
+        x = self.attend(j, x, context, cond, reference, features)
       if c.motion is not None:
-        x = self.motion(j, c.motion.heads(i), c.motion.transformer_layers(i))(x, cond["num_frames"])
+        x = self.temporal(j, x, c.motion.transformer_layers(i))
     if self.add_upsample:
       x = Upsample2D(self.dtype, name="upsamplers_0")(x)
     return x, features

@@ -4,11 +4,17 @@ spatio-temporal extensions the backbone adds on top of them."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
+
+import jax
 
 from emodiff_jax.models.motion_module import MotionConfig
 
 IntOrTuple = Union[int, tuple[int, ...]]
+
+# `jax.checkpoint_policies` members that are policies themselves (the others build one from names).
+REMAT_POLICIES = tuple(n for n in dir(jax.checkpoint_policies)
+                       if n.endswith("_saveable") or n.startswith("checkpoint_dots"))
 
 # diffusers options whose defaults we implement; any other value is rejected by `from_diffusers`.
 _REQUIRED_DEFAULTS = {
@@ -80,6 +86,9 @@ class UNetConfig:
   freq_shift: int = 0
   downsample_padding: int = 1
   attention_impl: Optional[str] = None
+  # Rematerialise every down/mid/up block in the backward pass (`nn.remat`) with this
+  # `jax.checkpoint_policies` policy, e.g. "nothing_saveable" or "dots_with_no_batch_dims_saveable".
+  remat_policy: Optional[str] = None
   # Backbone extensions.
   motion: Optional[MotionConfig] = None
   reference_attention: bool = False
@@ -92,6 +101,13 @@ class UNetConfig:
       raise ValueError(f"need one down and one up block type per entry of block_out_channels ({n})")
     for name in ("layers_per_block", "attention_head_dim", "transformer_layers_per_block"):
       per_block(getattr(self, name), n, name)
+    if self.remat_policy is not None and self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
+
+  @property
+  def checkpoint_policy(self) -> Optional[Callable[..., bool]]:
+    """The `jax.checkpoint_policies` function named by `remat_policy` (None: no rematerialisation)."""
+    return None if self.remat_policy is None else getattr(jax.checkpoint_policies, self.remat_policy)
 
   @property
   def heads(self) -> tuple[int, ...]:
