@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "av>=14,<19",
     "imageio>=2.34,<3",
     "pillow>=10,<14",
+    # TensorBoard event files without TensorFlow.
+    "tensorboardX>=2.6,<3",
 ]
 
 TEST_REQUIRES = [

@@ -20,7 +20,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import print_table, time_call
+from benchmarks.common import print_table
+from emodiff_jax.train.flops import time_call
 import data
 from configs import tiny
 from emodiff_jax.input import pipeline

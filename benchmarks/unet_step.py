@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table, time_call
+from benchmarks.common import print_table
+from emodiff_jax.train.flops import time_call
 from emodiff_jax.convert.unet import load_unet2d
 
 CONFIGS = {

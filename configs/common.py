@@ -48,3 +48,74 @@ def tiny_model() -> ml_collections.ConfigDict:
   m.expression = dict(dim=EXPRESSION_DIM, tokens=2, injection="cross_attn")
   m.reference_attention = True
   return m
+
+
+def diffusion() -> ml_collections.ConfigDict:
+  """Noise schedule, objective and condition dropout (`emodiff_jax.diffusion`)."""
+  d = ml_collections.ConfigDict()
+  d.num_train_timesteps = 1000
+  d.beta_schedule = "scaled_linear"  # SD-1.5
+  d.beta_start = 0.00085
+  d.beta_end = 0.012
+  d.rescale_zero_terminal_snr = False
+  d.prediction_type = "epsilon"  # or 'v_prediction' (use it with rescale_zero_terminal_snr)
+  d.noise_offset = 0.0
+  d.min_snr_gamma = 0.0  # 0: off; 5.0 is Hang et al.'s choice
+  # Each condition dropped independently per example (classifier-free guidance, see cond_dropout.py).
+  d.cond_drop = dict(reference=0.05, audio=0.05, expression=0.05)
+  d.latents = "vae"  # 'vae': encode frames in the step (frozen); 'precomputed': batch holds 'latents'
+  return d
+
+
+def optim() -> ml_collections.ConfigDict:
+  """AdamW with warmup then constant/cosine, global-norm clipping, accumulation and EMA."""
+  o = ml_collections.ConfigDict()
+  o.learning_rate = 1e-5
+  o.warmup_steps = 500
+  o.schedule = "constant"  # or 'cosine' (decays to 0 at train.steps)
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+  o.weight_decay = 1e-2
+  o.clip_norm = 1.0
+  o.accum_steps = 1  # micro-batches per optimizer update (the global batch is split into them)
+  o.ema_decay = 0.9999  # 0: no EMA
+  return o
+
+
+def mesh() -> ml_collections.ConfigDict:
+  """Device mesh: `data` (replicas) x `fsdp` (params and optimizer state sharded); -1 takes the rest."""
+  m = ml_collections.ConfigDict()
+  m.data = -1
+  m.fsdp = 1
+  # Logical axis -> mesh axis, first usable wins (see emodiff_jax/train/sharding.py).
+  m.rules = (("embed", "fsdp"), ("mlp", "fsdp"))
+  return m
+
+
+def train_loop() -> ml_collections.ConfigDict:
+  """Steps, logging, checkpointing, preview sampling and the non-finite guard."""
+  t = ml_collections.ConfigDict()
+  t.steps = 30_000
+  t.seed = 0
+  t.compute_dtype = "bfloat16"  # params and optimizer state stay float32
+  t.log_every = 50
+  t.checkpoint_every = 1000
+  t.keep_checkpoints = 3
+  t.async_checkpoints = True
+  t.preview_every = 2000  # PNG grid reference | ground truth | sampled; 0: never
+  t.preview_examples = 2
+  t.preview_sampling_steps = 20
+  t.max_bad_steps = 20  # consecutive non-finite steps before the run stops
+  return t
+
+
+def init() -> ml_collections.ConfigDict:
+  """Where the weights come from; empty strings mean random init (see emodiff_jax/train/init.py)."""
+  i = ml_collections.ConfigDict()
+  i.stage1_checkpoint = ""  # a stage-1 workdir: ReferenceNet + backbone 2D (+ VAE) from its latest step
+  i.unet2d = ""  # diffusers UNet2DConditionModel folder (SD-1.5): ReferenceNet and backbone 2D layers
+  i.motion_adapter = ""  # diffusers MotionAdapter folder (AnimateDiff)
+  i.vae = ""  # diffusers AutoencoderKL folder
+  i.wav2vec2 = ""  # transformers Wav2Vec2Model folder
+  return i

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from emodiff_jax.input import clip_builder
 from emodiff_jax.input import records
+from emodiff_jax.input import world_source
 from emodiff_jax.synth import world
 
 PARTITIONS = ("mead_like", "hdtf_like")
@@ -65,11 +66,7 @@ class Builder(clip_builder.ClipDatasetBuilder):
     stats = self.skip_stats.setdefault(split, clip_builder.SkipStats())
     for partition in PARTITIONS:
       for i, spec in enumerate(world.list_clips(split, partition, **kwargs)):
-        clip = world.generate_clip(spec, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                                   expression_dim=cfg.expression_dim, seed=cfg.seed + i)
         stats.kept += 1
-        yield clip.clip_id, records.make_record(
-            clip_id=clip.clip_id, identity=f"{partition}/{clip.identity_id}",
-            dataset="synthetic_talk", source=partition, emotion=clip.emotion, level=clip.level,
-            frames=clip.frames, audio=clip.audio, expression=clip.expression,
+        yield spec.clip_id, world_source.world_record(
+            spec, seed=cfg.seed + i, num_frames=cfg.num_frames, resolution=cfg.resolution,
             expression_dim=cfg.expression_dim, image_format=cfg.image_format)

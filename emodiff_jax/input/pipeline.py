@@ -22,6 +22,7 @@ import jax
 import ml_collections
 
 from emodiff_jax.input.examples import clip_example, image_example
+from emodiff_jax.input import world_source
 from emodiff_jax.input.records import RecordReader
 
 STAGES = {"image": image_example, "clip": clip_example}
@@ -65,6 +66,16 @@ def _ensure_absl_flags() -> None:
     flags.FLAGS(["emodiff_jax"], known_only=True)
 
 
+def _source(s: Any, split: str, cfg: ml_collections.ConfigDict) -> Sequence[Any]:
+  """A `data.sources` entry -> random-access records: ArrayRecord through TFDS, or the synthetic world
+  rendered on demand (`synth_world/<partition>`, clips of `s.get('clip_frames', 48)` frames)."""
+  name, split = s["name"], s.get("split") or split
+  if name.startswith(world_source.PREFIX):
+    return world_source.WorldSource(split, name[len(world_source.PREFIX):], resolution=cfg.resolution,
+                                    num_frames=s.get("clip_frames", 48), expression_dim=cfg.expression_dim)
+  return RecordReader(name, split, os.path.expanduser(s["data_dir"]))
+
+
 def make_dataset(cfg: ml_collections.ConfigDict, *, split: str, sources: Optional[Sequence[Any]] = None,
                  process_index: Optional[int] = None, process_count: Optional[int] = None) -> grain.IterDataset:
   """Batches of this host's share of the global batch, as a resumable `grain.IterDataset`.
@@ -83,8 +94,7 @@ def make_dataset(cfg: ml_collections.ConfigDict, *, split: str, sources: Optiona
   if cfg.batch_size % count:
     raise ValueError(f"global batch_size {cfg.batch_size} is not divisible by {count} processes")
   if sources is None:
-    sources = [RecordReader(s["name"], s.get("split") or split, os.path.expanduser(s["data_dir"]))
-               for s in cfg.sources]
+    sources = [_source(s, split, cfg) for s in cfg.sources]
   weights = [s["weight"] for s in cfg.sources] if len(cfg.sources) == len(sources) else None
   make = _MakeExample(cfg.stage, cfg)
   parts = []

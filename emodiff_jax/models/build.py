@@ -40,8 +40,12 @@ def _tuples(d: Any) -> dict:
   return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def build_models(model: ml_collections.ConfigDict) -> Models:
-  """Builds every network from a `model` config section (see `configs/common.py`)."""
+def build_models(model: ml_collections.ConfigDict, dtype: Any = jnp.float32) -> Models:
+  """Builds every network from a `model` config section (see `configs/common.py`).
+
+  `dtype` is the compute dtype of the VAE, ReferenceNet and backbone (e.g. bfloat16 for mixed
+  precision); params are float32 whatever it is. wav2vec2 and the audio projection compute in float32.
+  """
   unet2d = UNetConfig(**_tuples(model.unet))
   backbone_unet = dataclasses.replace(
       unet2d,
@@ -57,16 +61,16 @@ def build_models(model: ml_collections.ConfigDict) -> Models:
       expression_injection=model.expression.injection,
   )
   return Models(
-      vae=AutoencoderKL(VAEConfig(**_tuples(model.vae))),
-      reference_net=ReferenceNet(unet2d),
-      backbone=Backbone(backbone),
+      vae=AutoencoderKL(VAEConfig(**_tuples(model.vae)), dtype),
+      reference_net=ReferenceNet(unet2d, dtype),
+      backbone=Backbone(backbone, dtype),
       wav2vec2=Wav2Vec2Model(Wav2Vec2Config(**_tuples(model.wav2vec2))),
       audio_proj=AudioProjection(AudioProjectionConfig(**_tuples(model.audio_proj))),
   )
 
 
-def abstract_params(models: Models, model: ml_collections.ConfigDict, num_frames: int) -> dict[str, Any]:
-  """`jax.ShapeDtypeStruct` param trees of every network, via `jax.eval_shape` (nothing allocated)."""
+def _init_fns(models: Models, model: ml_collections.ConfigDict, num_frames: int) -> dict[str, Any]:
+  """`{name: key -> variables}` initialising each network on dummy inputs of the config's shapes."""
   res = model.resolution
   latent = res // 2 ** (len(model.vae.block_out_channels) - 1)
   ch = model.vae.latent_channels
@@ -75,20 +79,34 @@ def abstract_params(models: Models, model: ml_collections.ConfigDict, num_frames
   num_layers = w2v.num_hidden_layers + 1
   ap = models.audio_proj.cfg
   audio_layers = len(ap.layers) if ap.layers is not None else num_layers
-  key = jax.random.PRNGKey(0)
   f32 = jnp.float32
   samples = num_frames * 640
-  shapes = {
-      "vae": lambda: models.vae.init(key, jnp.zeros((1, res, res, 3), f32)),
-      "reference_net": lambda: models.reference_net.init(
+  return {
+      "vae": lambda key: models.vae.init(key, jnp.zeros((1, res, res, 3), f32)),
+      "reference_net": lambda key: models.reference_net.init(
           key, jnp.zeros((1, latent, latent, ch), f32), jnp.zeros((1, 1, ctx), f32)),
-      "backbone": lambda: models.backbone.init(
+      "backbone": lambda key: models.backbone.init(
           key, jnp.zeros((1, num_frames, latent, latent, ch), f32), jnp.zeros((1,), jnp.int32),
           jnp.zeros((1, 1, ctx), f32),
           audio_tokens=jnp.zeros((1, num_frames, ap.num_tokens, ap.context_dim), f32),
           expression=jnp.zeros((1, num_frames, model.expression.dim), f32)),
-      "wav2vec2": lambda: models.wav2vec2.init(key, jnp.zeros((1, samples), f32)),
-      "audio_proj": lambda: models.audio_proj.init(
+      "wav2vec2": lambda key: models.wav2vec2.init(key, jnp.zeros((1, samples), f32)),
+      "audio_proj": lambda key: models.audio_proj.init(
           key, jnp.zeros((1, 2 * num_frames, audio_layers, w2v.hidden_size), f32), num_frames),
   }
-  return {name: jax.eval_shape(fn)["params"] for name, fn in shapes.items()}
+
+
+def init_params(models: Models, model: ml_collections.ConfigDict, rng: jax.Array, num_frames: int = 2
+                ) -> dict[str, Any]:
+  """Random params of every network, `{name: params}`; each network from `fold_in(rng, i)`.
+
+  The param shapes do not depend on `num_frames` (the dummy clip length).
+  """
+  return {name: fn(jax.random.fold_in(rng, i))["params"]
+          for i, (name, fn) in enumerate(_init_fns(models, model, num_frames).items())}
+
+
+def abstract_params(models: Models, model: ml_collections.ConfigDict, num_frames: int) -> dict[str, Any]:
+  """`jax.ShapeDtypeStruct` param trees of every network, via `jax.eval_shape` (nothing allocated)."""
+  key = jax.random.PRNGKey(0)
+  return {name: jax.eval_shape(fn, key)["params"] for name, fn in _init_fns(models, model, num_frames).items()}

@@ -1,0 +1,78 @@
+"""orbax checkpoints of a run: the train state, the grain iterator state and the config, per step.
+
+Layout: `<workdir>/checkpoints/<step>/{state, data, config}`. Saves are asynchronous (training goes on
+while arrays are written), the last `keep` are kept, and a step directory only appears once complete
+(orbax writes to a temporary name and renames), so a kill mid-save never leaves a half checkpoint.
+Restoring takes the abstract state of the *current* run, shardings included: a checkpoint saved on one
+mesh restores onto any other (each array is read straight into its new sharding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
+  """`jax.ShapeDtypeStruct`s of `tree` (arrays or abstract) carrying the target `shardings`."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+class RunCheckpoints:
+  """The `CheckpointManager` of one workdir."""
+
+  def __init__(self, workdir: str, *, save_every: int = 1000, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.save_every = save_every
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                           enable_async_checkpointing=async_save, read_only=read_only)
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: Any, config: ml_collections.ConfigDict, *,
+           force: bool = False) -> bool:
+    """Saves when `step` is a multiple of `save_every`, or when `force`d and not already saved; returns
+    whether a save started."""
+    if not (step % self.save_every == 0 or force) or step == self.latest_step():
+      return False
+    args = ocp.args.Composite(
+        state=ocp.args.PyTreeSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
+    )
+    return self.manager.save(step, args=args, force=True)
+
+  def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
+    """The state at `step` in the shardings of `abstract_state`; `data_iterator` is set in place."""
+    args = {"state": ocp.args.PyTreeRestore(
+        item=abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))}
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
+
+  def restore_subtree(self, step: int, abstract_subtree: Any) -> Any:
+    """Part of the saved state, e.g. `{'params': {'backbone': ...}}` (other saved entries are skipped)."""
+    args = ocp.args.PyTreeRestore(item=abstract_subtree, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_subtree))
+    return self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
+
+  def config(self, step: int) -> ml_collections.ConfigDict:
+    """The config a checkpoint was saved with."""
+    return ml_collections.ConfigDict(self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"])
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

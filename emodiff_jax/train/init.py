@@ -1,0 +1,88 @@
+"""Initial params of a run from the `init` config section (empty entries: random init).
+
+Order: random init of every network -> converted public checkpoints (`vae`, `wav2vec2`, `unet2d` for
+ReferenceNet and the backbone's 2D layers, `motion_adapter` for the motion modules, via
+`emodiff_jax.convert`) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its EMA ReferenceNet and
+backbone when it kept EMA, else its raw ones). Every loaded tree must match the config's shapes exactly;
+a mismatch raises an error naming the source and the first differing parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+
+from emodiff_jax.models.build import Models, init_params
+
+
+def _check_shapes(source: str, name: str, loaded: Any, expected: Any) -> None:
+  flat_l = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
+  flat_e = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(expected)}
+  missing, unexpected = sorted(set(flat_e) - set(flat_l)), sorted(set(flat_l) - set(flat_e))
+  shapes = [f"{k}: {flat_l[k]} vs {flat_e[k]}" for k in sorted(set(flat_l) & set(flat_e)) if flat_l[k] != flat_e[k]]
+  if missing or unexpected or shapes:
+    raise ValueError(f"{source}: {name} params do not match config.model (missing {missing[:5]}, unexpected "
+                     f"{unexpected[:5]}, shapes {shapes[:5]})")
+
+
+def pretrained_params(init: ml_collections.ConfigDict, models: Models, params: dict[str, Any]) -> dict[str, Any]:
+  """`params` with the networks named in `init` replaced by converted public checkpoints."""
+  from emodiff_jax.convert.backbone import build_backbone
+  from emodiff_jax.convert.unet import load_unet2d
+  from emodiff_jax.convert.vae import load_vae
+  from emodiff_jax.convert.wav2vec2 import load_wav2vec2
+
+  out = dict(params)
+  loaded = {}
+  if init.vae:
+    loaded["vae"] = (init.vae, load_vae(init.vae)[1])
+  if init.wav2vec2:
+    loaded["wav2vec2"] = (init.wav2vec2, load_wav2vec2(init.wav2vec2)[1])
+  if init.unet2d:
+    loaded["reference_net"] = (init.unet2d, {"unet": load_unet2d(init.unet2d)[1]})
+    _, backbone = build_backbone(init.unet2d, init.motion_adapter or None, models.backbone.config)
+    loaded["backbone"] = (init.unet2d, backbone)
+  elif init.motion_adapter:
+    raise ValueError("init.motion_adapter needs init.unet2d (the motion modules sit in the SD-1.5 UNet)")
+  for name, (source, tree) in loaded.items():
+    _check_shapes(source, name, tree, params[name])
+    out[name] = tree
+  return out
+
+
+def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
+  """`params` with VAE, ReferenceNet and backbone from the latest checkpoint of a stage-1 run."""
+  from emodiff_jax.train.checkpoint import RunCheckpoints
+
+  ckpt = RunCheckpoints(workdir, read_only=True)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"init.stage1_checkpoint {workdir!r} holds no checkpoint")
+  saved = ckpt.config(step)
+  if saved.stage != 1:
+    raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
+  use_ema = saved.optim.ema_decay > 0
+  nets = {"reference_net": params["reference_net"], "backbone": params["backbone"]}
+  abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
+  want = {"params": {"vae": abstract(params["vae"])}}
+  want["ema_params" if use_ema else "params"].update(abstract(nets))
+  restored = ckpt.restore_subtree(step, want)
+  ckpt.close()
+  out = dict(params)
+  out["vae"] = restored["params"]["vae"]
+  out.update(restored["ema_params"] if use_ema else {k: restored["params"][k] for k in nets})
+  return out
+
+
+def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.Array) -> dict[str, Any]:
+  """Params of every network for the start of a run (see the module docstring)."""
+  params = init_params(models, config.model, rng)
+  if any(config.init[k] for k in ("vae", "wav2vec2", "unet2d", "motion_adapter")):
+    params = pretrained_params(config.init, models, params)
+  if config.init.stage1_checkpoint:
+    params = stage1_params(config.init.stage1_checkpoint, params)
+  return params
+
+

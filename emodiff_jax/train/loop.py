@@ -1,0 +1,188 @@
+"""The training run: `train(config, workdir)` builds, restores or initialises, and steps until
+`train.steps`, checkpointing, logging and previewing on the way.
+
+- Resume: a workdir with checkpoints continues from its latest one (state, data iterator position,
+  onto this run's mesh) with no flag; the config saved beside it is the run's record.
+- Preemption: SIGTERM finishes the current step, saves a checkpoint and returns cleanly.
+- Non-finite steps are skipped by the step itself; after `train.max_bad_steps` in a row the run stops
+  with `NonFiniteError`, saving nothing more, so the last checkpoint is the last good state.
+- Logs (process 0): loss, grad norm, learning rate, steps/s, examples/s, MFU (XLA's FLOPs of the
+  compiled per-device step over this machine's measured matmul peak) and skipped steps to TensorBoard
+  (`<workdir>/tb`) and the console; a preview PNG every `train.preview_every` steps
+  (`<workdir>/previews/step_<n>.png`, also in TensorBoard).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from emodiff_jax.input import pipeline
+from emodiff_jax.models.build import build_models, init_params
+from emodiff_jax.train import flops, preview
+from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
+from emodiff_jax.train.init import initial_params
+from emodiff_jax.train.objective import DiffusionObjective
+from emodiff_jax.train.optimizer import learning_rate, make_optimizer
+from emodiff_jax.train.partition import count_by_label, trainable_labels
+from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
+from emodiff_jax.train.state import TrainState, create_state
+from emodiff_jax.train.step import jit_train_step, make_train_step
+from emodiff_jax.train.writer import MetricWriter
+
+log = logging.getLogger("emodiff_jax.train")
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step (restores the old handler on exit)."""
+
+  def __init__(self):
+    self.requested = False
+
+  def __enter__(self):
+    self._old = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._old)
+
+
+def _has_pretrained(config: ml_collections.ConfigDict) -> bool:
+  return any(config.init[k] for k in ("vae", "wav2vec2", "unet2d", "motion_adapter", "stage1_checkpoint"))
+
+
+def _steps_done(state: TrainState) -> int:
+  """Batches consumed: applied plus skipped updates."""
+  return int(state.step) + int(state.skipped_steps)
+
+
+def _config_checks(config: ml_collections.ConfigDict) -> None:
+  want = {1: "image", 2: "clip"}.get(config.stage)
+  if want is None:
+    raise ValueError(f"config.stage must be 1 or 2, got {config.stage!r}")
+  if config.data.stage != want:
+    raise ValueError(f"stage {config.stage} trains on data.stage={want!r}, config has {config.data.stage!r}")
+  if config.stage == 2 and config.data.num_frames != config.num_frames:
+    raise ValueError(f"data.num_frames={config.data.num_frames} differs from num_frames={config.num_frames}")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[list] = None) -> TrainState:
+  """Runs (or resumes) the training job in `workdir`; returns the final state."""
+  _config_checks(config)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = make_mesh(config.mesh, devices)
+  models = build_models(config.model, jnp.dtype(config.train.compute_dtype))
+  k_init, k_state = jax.random.split(jax.random.PRNGKey(config.train.seed))
+  abstract_params = jax.eval_shape(lambda k: init_params(models, config.model, k), k_init)
+  labels = trainable_labels(abstract_params, config.stage)
+  counts = count_by_label(abstract_params, labels)
+  tx = make_optimizer(config.optim, labels, config.train.steps)
+  make_state = lambda p: create_state(p, tx, labels, k_state, config.optim.ema_decay)
+  abstract_state = jax.eval_shape(make_state, abstract_params)
+  state_sh = tree_shardings(abstract_state, mesh, config.mesh.rules)
+  objective = DiffusionObjective(models, config.diffusion, config.stage, config.data.frame_stride,
+                                 config.data.audio_margin)
+
+  data_iter = iter(pipeline.make_dataset(config.data, split="train"))
+  ckpt = RunCheckpoints(workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints,
+                        async_save=config.train.async_checkpoints)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    log.info("resuming from %s step %d", ckpt.directory, latest)
+    state = ckpt.restore(latest, abstract_with_shardings(abstract_state, state_sh), data_iter)
+  elif _has_pretrained(config):
+    params = initial_params(config, models, k_init)
+    state = jax.jit(make_state, out_shardings=state_sh)(params)
+  else:  # initialised directly in its shards: nothing is ever whole on one device
+    state = jax.jit(lambda k: make_state(init_params(models, config.model, k)), out_shardings=state_sh)(k_init)
+  log.info("mesh %s; params: %s trainable, %s frozen", dict(mesh.shape), f"{counts['train']:,}",
+           f"{counts['frozen']:,}")
+
+  step_fn = jit_train_step(
+      make_train_step(objective, tx, labels, accum_steps=config.optim.accum_steps,
+                      ema_decay=config.optim.ema_decay, learning_rate=learning_rate(config.optim, config.train.steps)),
+      state_sh, mesh)
+  preview_fn = jax.jit(lambda p, b, r: preview.sample_frames(objective, p, b, r, config.train.preview_sampling_steps))
+  writer = MetricWriter(os.path.join(workdir, "tb"))
+  keys = objective.batch_keys
+  done = _steps_done(state)
+  compiled, step_flops, peak = None, 0.0, 0.0
+  pending, window_start, window_steps = [], time.perf_counter(), 0
+  bar = tqdm(total=config.train.steps, initial=done, desc=f"stage {config.stage}", disable=jax.process_index() != 0)
+  with _Preemption() as preemption:
+    while done < config.train.steps:
+      host_batch = next(data_iter)
+      batch = global_batch({k: host_batch[k] for k in keys}, mesh)
+      if compiled is None:
+        compiled = step_fn.lower(state, batch).compile()
+        step_flops, peak = flops.compiled_flops(compiled), flops.matmul_peak_flops()
+        window_start = time.perf_counter()
+      state, metrics = compiled(state, batch)
+      done += 1
+      window_steps += 1
+      bar.update(1)
+      pending.append(metrics)
+      if int(state.bad_steps) >= config.train.max_bad_steps:
+        ckpt.wait()
+        raise NonFiniteError(f"{config.train.max_bad_steps} consecutive steps had a non-finite loss or gradient "
+                             f"(step {done}); the last checkpoint in {ckpt.directory} is the last good state")
+      if int(state.bad_steps) == 0:
+        ckpt.save(done, state, data_iter, config)
+      if done % config.train.log_every == 0 or done == config.train.steps:
+        seconds = (time.perf_counter() - window_start) / window_steps
+        stacked = jax.device_get(pending)
+        scalars = {name: float(np.mean([m[name] for m in stacked])) for name in ("loss", "grad_norm")}
+        scalars.update(learning_rate=float(stacked[-1]["learning_rate"]), steps_per_sec=1.0 / seconds,
+                       examples_per_sec=config.data.batch_size / seconds,
+                       mfu=step_flops / seconds / peak if peak else 0.0,
+                       skipped_steps=int(state.skipped_steps))
+        writer.write_scalars(done, scalars)
+        bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+        pending, window_start, window_steps = [], time.perf_counter(), 0
+      if config.train.preview_every and done % config.train.preview_every == 0:
+        _write_preview(preview_fn, state, host_batch, keys, config, workdir, writer, done)
+        window_start = time.perf_counter()
+      if preemption.requested:
+        log.info("SIGTERM: saving step %d and stopping", done)
+        break
+  bar.close()
+  ckpt.save(done, state, data_iter, config, force=True)
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return state
+
+
+def _write_preview(preview_fn: Any, state: TrainState, host_batch: dict, keys: tuple, config: ml_collections.ConfigDict,
+                   workdir: str, writer: MetricWriter, step: int) -> None:
+  """Samples the first examples of this host's batch with the EMA params (raw ones without EMA)."""
+  if "reference" not in host_batch:
+    return  # precomputed latents only: no pixels to show beside the samples
+  n = config.train.preview_examples
+  small = {k: np.asarray(host_batch[k][:n]) for k in keys}
+  params = dict(state.params)
+  params.update(state.ema_params)
+  sampled = np.asarray(preview_fn(params, small, jax.random.PRNGKey(step)))
+  truth = host_batch["target"][:n, None] if config.stage == 1 else host_batch["frames"][:n]
+  grid = preview.preview_grid(np.asarray(host_batch["reference"][:n]), np.asarray(truth), sampled)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, "previews"), exist_ok=True)
+    preview.write_png(os.path.join(workdir, "previews", f"step_{step:07d}.png"), grid)
+  writer.write_image(step, "preview", grid)

@@ -1,0 +1,39 @@
+"""The optimizer from the `optim` config section: AdamW, warmup then constant or cosine, global-norm
+clipping, applied only to the parameters labelled 'train' (`partition.trainable_labels`).
+
+Frozen parameters go through `optax.set_to_zero()`, which keeps no state, so the AdamW moments exist only
+for what trains, and frozen values stay bit-identical (`p + 0 == p`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import optax
+
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 over `warmup_steps`, then constant or cosine decay to 0 at `total_steps`."""
+  if optim.schedule not in SCHEDULES:
+    raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim.schedule!r}")
+  warmup = int(optim.warmup_steps)
+  if optim.schedule == "constant":
+    after = optax.constant_schedule(optim.learning_rate)
+  else:
+    after = optax.cosine_decay_schedule(optim.learning_rate, max(1, total_steps - warmup))
+  if warmup == 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, optim.learning_rate, warmup), after], [warmup])
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, labels: Any, total_steps: int) -> optax.GradientTransformation:
+  """`optax.multi_transform`: clip + AdamW on 'train' leaves, zero updates (no state) on 'frozen' ones."""
+  train = optax.chain(
+      optax.clip_by_global_norm(optim.clip_norm) if optim.clip_norm > 0 else optax.identity(),
+      optax.adamw(learning_rate(optim, total_steps), b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                  weight_decay=optim.weight_decay),
+  )
+  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
