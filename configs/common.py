@@ -8,8 +8,16 @@ style overrides reach the module directly. `emodiff_jax.models.build` turns a `m
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 EXPRESSION_DIM = 50  # FLAME expression coefficients, as regressed by DECA.
+
+
+def unet_runtime() -> dict:
+  """UNet fields that change how it runs, not its params: the attention kernel (None: XLA default;
+  'cudnn', 'chunked', ...) and the per-block rematerialisation policy (None: off; a
+  `jax.checkpoint_policies` name such as 'nothing_saveable')."""
+  return dict(attention_impl=placeholder(str), remat_policy=placeholder(str))
 
 
 def sd15_model() -> ml_collections.ConfigDict:
@@ -19,7 +27,7 @@ def sd15_model() -> ml_collections.ConfigDict:
   m.vae = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                norm_num_groups=32, scaling_factor=0.18215)
   m.unet = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-                attention_head_dim=8, norm_num_groups=32)
+                attention_head_dim=8, norm_num_groups=32, **unet_runtime())
   m.motion = dict(num_attention_heads=8, layers_per_block=2, norm_num_groups=32, max_seq_length=32,
                   use_mid_block=True)
   m.wav2vec2 = dict()  # wav2vec2-base defaults.
@@ -38,7 +46,7 @@ def tiny_model() -> ml_collections.ConfigDict:
   m.unet = dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
                 attention_head_dim=4, norm_num_groups=8,
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **unet_runtime())
   m.motion = dict(num_attention_heads=4, layers_per_block=1, norm_num_groups=8, max_seq_length=32,
                   use_mid_block=False)
   m.wav2vec2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

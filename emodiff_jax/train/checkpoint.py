@@ -1,4 +1,5 @@
-"""orbax checkpoints of a run: the train state, the grain iterator state and the config, per step.
+"""orbax checkpoints of a run: the train state, the grain iterator state (when the run reads through
+grain) and the config, per step.
 
 Layout: `<workdir>/checkpoints/<step>/{state, data, config}`. Saves are asynchronous (training goes on
 while arrays are written), the last `keep` are kept, and a step directory only appears once complete
@@ -38,18 +39,16 @@ class RunCheckpoints:
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iterator: Any, config: ml_collections.ConfigDict, *,
+  def save(self, step: int, state: Any, data_iterator: Optional[Any], config: ml_collections.ConfigDict, *,
            force: bool = False) -> bool:
     """Saves when `step` is a multiple of `save_every`, or when `force`d and not already saved; returns
     whether a save started."""
     if not (step % self.save_every == 0 or force) or step == self.latest_step():
       return False
-    args = ocp.args.Composite(
-        state=ocp.args.PyTreeSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
-        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
-    )
-    return self.manager.save(step, args=args, force=True)
+    args = dict(state=ocp.args.PyTreeSave(state), config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**args), force=True)
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
     """The state at `step` in the shardings of `abstract_state`; `data_iterator` is set in place."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from typing import Any, Optional
 
@@ -32,6 +31,7 @@ from emodiff_jax.train import flops, preview
 from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
 from emodiff_jax.train.init import initial_params
 from emodiff_jax.train.objective import DiffusionObjective
+from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.optimizer import learning_rate, make_optimizer
 from emodiff_jax.train.partition import count_by_label, trainable_labels
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
@@ -44,24 +44,6 @@ log = logging.getLogger("emodiff_jax.train")
 
 class NonFiniteError(RuntimeError):
   """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step (restores the old handler on exit)."""
-
-  def __init__(self):
-    self.requested = False
-
-  def __enter__(self):
-    self._old = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._old)
 
 
 def _has_pretrained(config: ml_collections.ConfigDict) -> bool:
@@ -126,7 +108,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   compiled, step_flops, peak = None, 0.0, 0.0
   pending, window_start, window_steps = [], time.perf_counter(), 0
   bar = tqdm(total=config.train.steps, initial=done, desc=f"stage {config.stage}", disable=jax.process_index() != 0)
-  with _Preemption() as preemption:
+  with Preemption() as preemption:
     while done < config.train.steps:
       host_batch = next(data_iter)
       batch = global_batch({k: host_batch[k] for k in keys}, mesh)

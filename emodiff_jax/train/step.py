@@ -38,7 +38,7 @@ def _micro_batches(batch: dict[str, Array], n: int) -> dict[str, Array]:
 def make_train_step(objective: Objective, tx: optax.GradientTransformation, labels: Any, *,
                     accum_steps: int = 1, ema_decay: float = 0.0,
                     learning_rate: Callable[[Array], Array] | None = None) -> Callable:
-  """The update. Non-finite loss or gradients: params, optimizer state and EMA are kept, `bad_steps`
+  """The update. Non-finite loss, gradients or updates: params, optimizer state and EMA are kept, `bad_steps`
   and `skipped_steps` count it (`step` does not advance); a finite step resets `bad_steps`."""
 
   def grads_of(params, batch, rng):
@@ -59,8 +59,8 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, labe
                                                      jax.random.split(key, accum_steps)))
       loss, grads = jax.tree.map(lambda x: x / accum_steps, (loss, grads))
     grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
     params = optax.apply_updates(state.params, updates)
     ema = update_ema(state.ema_params, params, labels, ema_decay) if ema_decay > 0 else state.ema_params
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)

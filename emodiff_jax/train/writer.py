@@ -1,10 +1,12 @@
-"""Metrics to TensorBoard event files (tensorboardX: no TensorFlow needed) and the console.
+"""Metrics to TensorBoard event files (tensorboardX: no TensorFlow needed), the console and
+`metrics.jsonl` (one `{"step": n, name: value, ...}` line per write, for scripts and tests).
 
 Only process 0 writes; other processes get a writer that does nothing, so callers need no checks.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Mapping
@@ -25,12 +27,15 @@ class MetricWriter:
       from tensorboardX import SummaryWriter
       os.makedirs(logdir, exist_ok=True)
       self._tb = SummaryWriter(logdir)
+      self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     for name, value in scalars.items():
       self._tb.add_scalar(name, float(value), step)
+    self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+    self._jsonl.flush()
     text = "  ".join(f"{k}={float(v):.4g}" for k, v in scalars.items())
     log.info("step %d  %s", step, text)
 
@@ -45,3 +50,4 @@ class MetricWriter:
   def close(self) -> None:
     if self.enabled:
       self._tb.close()
+      self._jsonl.close()

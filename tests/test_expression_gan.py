@@ -1,0 +1,157 @@
+"""Expression GAN: the modules, its data, a short training run and (slow) training to the targets."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import expr_gan_synthetic
+from emodiff_jax.emotion import gan_train
+from emodiff_jax.emotion.expression_data import record_trajectories, synthetic_trajectories
+from emodiff_jax.models.expression_gan import (
+  ExpressionDiscriminator,
+  ExpressionGANConfig,
+  ExpressionGenerator,
+  discriminator_adversarial_loss,
+  generator_adversarial_loss,
+  init_params,
+)
+from emodiff_jax.synth.expression import EMOTIONS, EXPRESSION_DIM
+from emodiff_jax.synth.world import generate_clip, list_clips
+
+SMALL = ExpressionGANConfig(noise_dim=4, audio_dim=1, embed_dim=4, hidden_size=16, num_layers=2, disc_channels=16,
+                            disc_layers=2, disc_kernel=3)
+
+
+def small_config():
+  config = expr_gan_synthetic.get_config()
+  config.model.update(noise_dim=8, hidden_size=32, disc_channels=32, disc_layers=2)
+  config.optimizer.update(g_lr=1e-3, d_lr=1e-3)
+  config.train.batch_size = 16
+  return config
+
+
+@pytest.fixture(scope="module")
+def small_data():
+  return synthetic_trajectories("train", clips_per_condition=1, num_frames=16)
+
+
+def test_generator_output_depends_on_emotion_alpha_noise_and_audio():
+  g_params, _ = init_params(SMALL, jax.random.key(0))
+  apply = jax.jit(ExpressionGenerator(SMALL).apply)
+  b, t = 2, 6
+  rng = np.random.default_rng(0)
+  noise, audio = rng.standard_normal((b, t, 4), np.float32), rng.uniform(size=(b, t, 1)).astype(np.float32)
+  run = lambda emotion, alpha, z=noise, a=audio: np.asarray(apply({"params": g_params}, jnp.full((b,), emotion),
+                                                                  jnp.full((b,), alpha), z, a))
+  happy = run(EMOTIONS.index("happy"), 1.0)
+  assert happy.shape == (b, t, EXPRESSION_DIM)
+  assert np.abs(happy - run(EMOTIONS.index("sad"), 1.0)).max() > 1e-4
+  assert np.abs(happy - run(EMOTIONS.index("happy"), 0.5)).max() > 1e-4
+  assert np.abs(happy - run(EMOTIONS.index("happy"), 1.0, z=noise[::-1])).max() > 1e-4
+  assert np.abs(happy - run(EMOTIONS.index("happy"), 1.0, a=audio[::-1])).max() > 1e-4
+  # The editing rule: alpha = 0 is the neutral trajectory, which alpha does not change.
+  neutral = run(0, 0.0)
+  np.testing.assert_allclose(run(EMOTIONS.index("happy"), 0.0), neutral, atol=1e-6)
+  np.testing.assert_allclose(run(0, 1.0), neutral, atol=1e-6)
+  np.testing.assert_allclose(run(EMOTIONS.index("happy"), 0.5), 0.5 * (neutral + happy), atol=1e-5)
+
+
+def test_discriminator_gives_a_logit_and_emotion_logits_per_trajectory():
+  _, d_params = init_params(SMALL, jax.random.key(0))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 6, EXPRESSION_DIM)), jnp.float32)
+  audio = jnp.ones((3, 6, 1))
+  apply = jax.jit(ExpressionDiscriminator(SMALL).apply)
+  logits, cls = apply({"params": d_params}, x, jnp.zeros(3, jnp.int32), audio)
+  assert logits.shape == (3,) and cls.shape == (3, len(EMOTIONS))
+  other, _ = apply({"params": d_params}, x, jnp.ones(3, jnp.int32), audio)
+  assert np.abs(np.asarray(logits - other)).max() > 1e-6  # Projection term on the emotion.
+
+
+def test_bad_config_and_missing_audio_raise():
+  with pytest.raises(ValueError, match="gan_loss"):
+    ExpressionGANConfig(gan_loss="wasserstein")
+  g_params, _ = init_params(SMALL, jax.random.key(0))
+  with pytest.raises(ValueError, match="audio_dim=1"):
+    ExpressionGenerator(SMALL).apply({"params": g_params}, jnp.zeros(1, jnp.int32), jnp.ones(1), jnp.zeros((1, 6, 4)))
+
+
+@pytest.mark.parametrize("kind,expected_d,expected_g", [("non_saturating", 2 * np.log(2), np.log(2)),
+                                                        ("hinge", 2.0, 0.0)])
+def test_adversarial_losses_at_an_undecided_discriminator(kind, expected_d, expected_g):
+  zeros = jnp.zeros(4)
+  np.testing.assert_allclose(discriminator_adversarial_loss(zeros, zeros, kind), expected_d, rtol=1e-6)
+  np.testing.assert_allclose(generator_adversarial_loss(zeros, kind), expected_g, atol=1e-6)
+  # A discriminator that separates real from fake has a lower loss; G's loss rises.
+  assert discriminator_adversarial_loss(zeros + 3, zeros - 3, kind) < expected_d
+  assert generator_adversarial_loss(zeros - 3, kind) > expected_g
+
+
+def test_synthetic_trajectories_are_the_world_clips_ground_truth_and_deterministic(small_data):
+  specs = list_clips("train", "mead_like", 1)
+  assert small_data.expression.shape == (len(specs), 16, EXPRESSION_DIM)
+  assert small_data.audio.shape == (len(specs), 16, 1)
+  assert set(small_data.emotion) == set(range(len(EMOTIONS))) and set(small_data.level) == {1, 2, 3}
+  for i in (0, 5):
+    np.testing.assert_array_equal(small_data.expression[i], generate_clip(specs[i], 16, resolution=16).expression)
+    assert EMOTIONS[small_data.emotion[i]] == specs[i].emotion and small_data.level[i] == specs[i].level
+  again = synthetic_trajectories("train", clips_per_condition=1, num_frames=16)
+  np.testing.assert_array_equal(again.expression, small_data.expression)
+  other = synthetic_trajectories("test", clips_per_condition=1, num_frames=16, seed=1)
+  assert np.abs(other.expression[0] - small_data.expression[0]).max() > 0
+
+
+def test_record_trajectories_cut_windows_with_labels_and_loudness():
+  rng = np.random.default_rng(0)
+  expression = rng.standard_normal((40, EXPRESSION_DIM)).astype(np.float32)
+  audio = (rng.uniform(-0.5, 0.5, 40 * 640) * 32767).astype(np.int16)
+  records = [{"expression": expression, "audio": audio, "emotion": 5, "level": 2, "has_expression": True},
+             {"expression": expression, "audio": audio, "emotion": 1, "level": 3, "has_expression": False},
+             {"expression": expression[:10], "audio": audio[:6400], "emotion": 2, "level": 1}]
+  data = record_trajectories(records, num_frames=16)
+  assert data.expression.shape == (2, 16, EXPRESSION_DIM) and data.audio.shape == (2, 16, 1)
+  np.testing.assert_array_equal(data.expression[1], expression[16:32])
+  assert list(data.emotion) == [5, 5] and list(data.level) == [2, 2]
+  assert 0.0 <= data.audio.min() and data.audio.max() == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="64 frames"):
+    record_trajectories(records, num_frames=64)
+
+
+def test_short_training_raises_generator_classification_accuracy(small_data):
+  _, history = gan_train.train_gan(small_config(), small_data, steps=150)
+  assert all(np.isfinite(v).all() for v in history.values())
+  first, last = slice(0, 20), slice(-20, None)
+  assert history["g_cls_acc"][first].mean() < 0.5 < 0.9 < history["g_cls_acc"][last].mean()
+  assert history["d_real_cls_acc"][last].mean() > 0.9
+  assert history["g_rec"][last].mean() < 0.85 * history["g_rec"][first].mean()
+  # Neither player wins outright: D's adversarial loss stays near 2 log 2, its logits near 0.
+  assert 0.8 < history["d_adv"][last].mean() < 1.6
+  assert abs(history["d_real_logit"][last].mean() - history["d_fake_logit"][last].mean()) < 1.0
+
+
+@pytest.mark.slow
+def test_trains_to_emotion_intensity_and_neutral_targets():
+  config = expr_gan_synthetic.get_config()
+  start = time.time()
+  data = config.data
+  train = synthetic_trajectories("train", data.clips_per_condition, data.num_frames, data.seed, data.partitions)
+  test = synthetic_trajectories("test", data.test_clips_per_condition, data.num_frames, data.seed, data.partitions)
+  state, _ = gan_train.train_gan(config, train, config.train.steps)
+  trained = time.time()
+  classifier = gan_train.train_emotion_classifier(config, train)
+  accuracy = gan_train.emotion_accuracy(config, state.g_params, classifier, test)
+  intensity = gan_train.intensity_eval(config, state.g_params, test, config.eval.num_alphas,
+                                       config.eval.num_samples)
+  print(f"\ndata + {config.train.steps} GAN steps: {trained - start:.0f} s, evaluation: {time.time() - trained:.0f} s")
+  print("emotion accuracy (held-out clips' conditions):", accuracy)
+  for name, r in intensity.items():
+    print(f"{name:10s} spearman {r['spearman']:.3f}  projection alpha 0/0.5/1 "
+          f"{r['projection'][0]:+.3f}/{r['projection'][len(r['projection']) // 2]:+.3f}/{r['projection'][-1]:+.3f}"
+          f"  span {r['span']:.3f}  neutral band [{r['neutral_band'][0]:+.3f}, {r['neutral_band'][1]:+.3f}]"
+          f"  alpha 0 in band: {r['alpha0_in_band']} ({r['alpha0_fraction_in_band']:.0%} of samples)")
+  assert accuracy["real_accuracy"] >= 0.95
+  assert accuracy["accuracy"] >= 0.9
+  assert min(r["spearman"] for r in intensity.values()) >= 0.95
+  assert all(r["alpha0_in_band"] for r in intensity.values())

@@ -1,0 +1,155 @@
+"""Train-step mechanics: per-stage partition, optimizer state only where training happens, frozen params
+bit-identical, EMA, the non-finite guard, gradient accumulation, learning-rate schedule, sharding rules."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import common
+from emodiff_jax.models.build import abstract_params, build_models
+from emodiff_jax.train import optimizer, partition, sharding, state as state_lib, step as step_lib
+from tests.train_configs import micro_model
+
+
+@pytest.fixture(scope="module")
+def micro_abstract():
+  model = micro_model()
+  return abstract_params(build_models(model), model, 2)
+
+
+def _flat(labels):
+  return {jax.tree_util.keystr(p): l for p, l in jax.tree_util.tree_leaves_with_path(labels)}
+
+
+def test_stage_partition_follows_the_paper(micro_abstract):
+  s1 = _flat(partition.trainable_labels(micro_abstract, 1))
+  s2 = _flat(partition.trainable_labels(micro_abstract, 2))
+  for k in s1:
+    if k.startswith("['vae']") or k.startswith("['wav2vec2']"):
+      assert s1[k] == s2[k] == "frozen", k
+    elif k.startswith("['reference_net']"):
+      assert (s1[k], s2[k]) == ("train", "frozen"), k
+    elif k.startswith("['audio_proj']") or any(m in k for m in partition.STAGE2_MARKERS):
+      assert (s1[k], s2[k]) == ("frozen", "train"), k
+    else:
+      assert k.startswith("['backbone']") and (s1[k], s2[k]) == ("train", "frozen"), k
+  assert any("motion_modules_" in k and v == "train" for k, v in s2.items())
+  assert any("attn_audio" in k and v == "train" for k, v in s2.items())
+  assert any("expression_proj" in k and v == "train" for k, v in s2.items())
+  with pytest.raises(ValueError, match="stage"):
+    partition.trainable_labels(micro_abstract, 3)
+
+
+def test_optimizer_state_exists_only_for_trainable_params(micro_abstract):
+  labels = partition.trainable_labels(micro_abstract, 2)
+  tx = optimizer.make_optimizer(common.optim(), labels, 100)
+  opt_state = jax.eval_shape(tx.init, micro_abstract)
+  counts = partition.count_by_label(micro_abstract, labels)
+  moments = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(opt_state) if x.shape)
+  assert moments == 2 * counts["train"]  # AdamW mu and nu, nothing for frozen leaves
+  assert counts["frozen"] > counts["train"] > 0
+
+
+def _toy():
+  """Params with a trainable and a frozen part; loss = mean((w * x - y)^2) + frozen * 0 (so it has grads)."""
+  params = {"backbone": {"w": jnp.full((4,), 0.5)}, "vae": {"f": jnp.arange(4.0)}}
+  labels = {"backbone": {"w": "train"}, "vae": {"f": "frozen"}}
+
+  def objective(p, batch, rng):
+    del rng
+    return jnp.mean((p["backbone"]["w"] * batch["x"] - batch["y"]) ** 2 + p["vae"]["f"].sum() * batch["x"]), {}
+  return params, labels, objective
+
+
+def _optim(**kw):
+  o = common.optim()
+  o.warmup_steps, o.learning_rate, o.clip_norm, o.weight_decay = 0, 0.1, 0.0, 0.0
+  o.update(kw)
+  return o
+
+
+def _batch(seed=0, n=8):
+  r = np.random.default_rng(seed)
+  x = r.normal(size=(n, 4)).astype(np.float32)
+  return {"x": x, "y": 2.0 * x}
+
+
+def test_frozen_params_bit_identical_and_ema_moves_only_trainable():
+  params, labels, objective = _toy()
+  tx = optimizer.make_optimizer(_optim(), labels, 100)
+  state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), ema_decay=0.5)
+  assert set(state.ema_params) == {"backbone"}
+  step = jax.jit(step_lib.make_train_step(objective, tx, labels, ema_decay=0.5))
+  losses = []
+  for i in range(20):
+    state, m = step(state, _batch(i))
+    losses.append(float(m["loss"]))
+  np.testing.assert_array_equal(state.params["vae"]["f"], params["vae"]["f"])
+  assert not np.allclose(state.params["backbone"]["w"], 0.5)
+  assert losses[-1] < 0.5 * losses[0]
+  # EMA lags the params: strictly between the start and the current value.
+  w, e = np.asarray(state.params["backbone"]["w"]), np.asarray(state.ema_params["backbone"]["w"])
+  assert np.all(np.abs(e - 0.5) < np.abs(w - 0.5)) and np.all(np.abs(e - 0.5) > 0)
+  assert int(state.step) == 20
+
+
+def test_non_finite_step_is_skipped_and_counted():
+  params, labels, objective = _toy()
+  tx = optimizer.make_optimizer(_optim(), labels, 100)
+  step = jax.jit(step_lib.make_train_step(objective, tx, labels, ema_decay=0.9))
+  state, _ = step(state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.9), _batch(0))
+  bad = _batch(1)
+  bad["x"][0, 0] = np.nan
+  after, m = step(state, bad)
+  assert not bool(m["finite"])
+  chex.assert_trees_all_equal(after.params, state.params)
+  chex.assert_trees_all_equal(after.opt_state, state.opt_state)
+  chex.assert_trees_all_equal(after.ema_params, state.ema_params)
+  assert (int(after.step), int(after.bad_steps), int(after.skipped_steps)) == (1, 1, 1)
+  after, _ = step(after, bad)
+  assert int(after.bad_steps) == 2
+  after, m = step(after, _batch(2))
+  assert bool(m["finite"]) and (int(after.step), int(after.bad_steps), int(after.skipped_steps)) == (2, 0, 2)
+
+
+def test_gradient_accumulation_equals_the_full_batch_gradient():
+  params, labels, objective = _toy()
+  tx = optimizer.make_optimizer(_optim(), labels, 100)
+  s0 = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.0)
+  full, m1 = jax.jit(step_lib.make_train_step(objective, tx, labels))(s0, _batch(0))
+  acc, m4 = jax.jit(step_lib.make_train_step(objective, tx, labels, accum_steps=4))(s0, _batch(0))
+  # The objective is a mean over equal micro-batches, so the averaged gradients equal the full one.
+  chex.assert_trees_all_close(acc.params, full.params, rtol=1e-6)
+  np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-6)
+  with pytest.raises(ValueError, match="accum_steps=3"):
+    jax.jit(step_lib.make_train_step(objective, tx, labels, accum_steps=3))(s0, _batch(0))
+
+
+def test_learning_rate_warmup_then_cosine():
+  o = _optim(warmup_steps=10, schedule="cosine")
+  lr = optimizer.learning_rate(o, 110)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)], [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-7)
+  with pytest.raises(ValueError, match="schedule"):
+    optimizer.learning_rate(_optim(schedule="linear"), 10)
+
+
+def test_logical_rules_shard_kernels_over_fsdp_when_divisible():
+  rules = common.mesh().rules
+
+  class FakeMesh:  # shapes only: logical_to_spec reads mesh.shape
+    shape = {"data": 2, "fsdp": 4}
+
+  spec = lambda keys, shape: tuple(sharding.logical_to_spec(sharding.logical_axes(keys, shape), shape, FakeMesh, rules))
+  assert spec(("proj", "kernel"), (64, 10)) == ("fsdp", None)
+  assert spec(("proj", "kernel"), (10, 64)) == (None, "fsdp")  # input not divisible: output takes it
+  assert spec(("conv", "kernel"), (3, 3, 8, 16)) == (None, None, "fsdp", None)
+  assert spec(("conv", "kernel"), (3, 3, 3, 6)) == (None, None, None, None)  # nothing divisible: replicated
+  assert spec(("norm", "scale"), (64,)) == (None,)
+  assert sharding.make_mesh(common.mesh()).shape == {"data": len(jax.devices()), "fsdp": 1}
+  with pytest.raises(ValueError, match="needs 3 devices"):
+    m = common.mesh()
+    m.data, m.fsdp = 3, 1
+    sharding.make_mesh(m)

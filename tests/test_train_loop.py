@@ -1,0 +1,138 @@
+"""The training run on the synthetic world: resume reproduces a straight run (params and data order),
+SIGTERM saves and stops, stage 2 starts from stage 1, metrics and checkpoints are written, and (slow)
+the loss falls on configs/synthetic_stage{1,2}.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from emodiff_jax.train.checkpoint import RunCheckpoints
+from emodiff_jax.train.loop import NonFiniteError, train
+from tests.train_configs import micro_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "tb", "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _data_state(workdir, step):
+  d = os.path.join(workdir, "checkpoints", str(step), "data")
+  return {name: open(os.path.join(d, name)).read() for name in sorted(os.listdir(d))}
+
+
+@pytest.fixture(scope="module")
+def stage1_runs(tmp_path_factory):
+  """Six steps straight, and three steps then a resumed run to six."""
+  config = micro_config(1)
+  config.train.steps, config.train.checkpoint_every, config.train.log_every = 6, 3, 3
+  straight = str(tmp_path_factory.mktemp("straight"))
+  resumed = str(tmp_path_factory.mktemp("resumed"))
+  final = train(config, straight)
+  config.train.steps = 3
+  half = train(config, resumed)
+  config.train.steps = 6
+  again = train(config, resumed)
+  return dict(config=config, straight=straight, resumed=resumed, final=final, half=half, again=again)
+
+
+def test_resume_gives_identical_params_and_data_order(stage1_runs):
+  r = stage1_runs
+  assert int(r["half"].step) == 3 and int(r["final"].step) == int(r["again"].step) == 6
+  chex.assert_trees_all_equal(jax.device_get(r["again"].params), jax.device_get(r["final"].params))
+  chex.assert_trees_all_equal(jax.device_get(r["again"].ema_params), jax.device_get(r["final"].ema_params))
+  assert _data_state(r["resumed"], 6) == _data_state(r["straight"], 6)
+  assert _data_state(r["resumed"], 3) != _data_state(r["resumed"], 6)
+  assert sorted(os.listdir(os.path.join(r["straight"], "checkpoints"))) == ["3", "6"]
+
+
+def test_run_writes_metrics_with_mfu_and_saves_its_config(stage1_runs):
+  m = _metrics(stage1_runs["straight"])
+  assert [x["step"] for x in m] == [3, 6]
+  for x in m:
+    assert np.isfinite(x["loss"]) and x["grad_norm"] > 0 and 0 < x["mfu"] < 1.5 and x["examples_per_sec"] > 0
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(stage1_runs["straight"], "tb")))
+  saved = RunCheckpoints(stage1_runs["straight"], read_only=True).config(6)
+  assert saved.stage == 1 and saved.model.resolution == 32
+
+
+def test_stage2_starts_from_the_stage1_checkpoint_and_keeps_it_frozen(stage1_runs, tmp_path):
+  config = micro_config(2, batch_size=2, num_frames=4)
+  config.train.steps = 2
+  config.init.stage1_checkpoint = stage1_runs["straight"]
+  state = train(config, str(tmp_path))
+  stage1 = jax.device_get(stage1_runs["final"])
+  params = jax.device_get(state.params)
+  chex.assert_trees_all_equal(params["reference_net"], stage1.ema_params["reference_net"])
+  chex.assert_trees_all_equal(params["vae"], stage1.params["vae"])
+  down = lambda p: p["backbone"]["unet"]["down_blocks_0"]["resnets_0"]
+  chex.assert_trees_all_equal(down(params), down(stage1.ema_params))
+  motion = lambda p: p["backbone"]["unet"]["down_blocks_0"]["motion_modules_0"]
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(motion(params)),
+                                                       jax.tree.leaves(motion(stage1.ema_params))))
+
+
+def test_stage_and_data_mismatch_is_a_clear_error(tmp_path):
+  config = micro_config(1)
+  config.data.stage = "clip"
+  with pytest.raises(ValueError, match="data.stage"):
+    train(config, str(tmp_path))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(stage1_runs, tmp_path):
+  """`python -m launch.train` preempted by SIGTERM after its first checkpoint: exit 0, a checkpoint at
+  the step it stopped at, and a rerun resumes from there."""
+  workdir = str(tmp_path / "run")
+  cmd = [sys.executable, "-m", "launch.train", "--config=tests/train_configs.py:1", f"--workdir={workdir}",
+         "--config.train.steps=1000", "--config.train.checkpoint_every=2"]
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  ckpts = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + 400
+  while not (os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))):
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    assert time.time() < deadline, "no checkpoint within 400 s"
+    time.sleep(1)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit())
+  last = steps[-1]
+  assert 2 <= last < 1000 and "SIGTERM: saving step" in out
+  assert f"SIGTERM: saving step {last}" in out
+
+
+def test_non_finite_steps_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+  config = micro_config(1)
+  config.optim.learning_rate = float("nan")  # every update is NaN: every step is skipped
+  config.train.max_bad_steps, config.train.steps = 2, 10
+  with pytest.raises(NonFiniteError, match="2 consecutive steps"):
+    train(config, str(tmp_path))
+  assert not os.path.isdir(os.path.join(tmp_path, "checkpoints")) or not os.listdir(os.path.join(tmp_path, "checkpoints"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 2])
+def test_loss_falls_on_the_synthetic_configs(stage, tmp_path):
+  """configs/synthetic_stage{stage}.py as shipped (tiny model, 64x64), 300 steps: the mean loss of the
+  last 50 steps is at most 70% (stage 1) / 90% (stage 2: only the new layers train) of the first 50's."""
+  from configs import synthetic_stage1, synthetic_stage2
+
+  config = (synthetic_stage1 if stage == 1 else synthetic_stage2).get_config()
+  config.train.preview_every, config.train.log_every = 0, 10
+  train(config, str(tmp_path))
+  losses = [x["loss"] for x in _metrics(str(tmp_path))]
+  first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+  print(f"stage {stage}: loss first 50 steps {first:.4f}, last 50 steps {last:.4f}, ratio {last / first:.3f}")
+  assert last <= (0.7 if stage == 1 else 0.9) * first
