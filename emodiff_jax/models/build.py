@@ -98,12 +98,17 @@ def _init_fns(models: Models, model: ml_collections.ConfigDict, num_frames: int)
 
 def init_params(models: Models, model: ml_collections.ConfigDict, rng: jax.Array, num_frames: int = 2
                 ) -> dict[str, Any]:
-  """Random params of every network, `{name: params}`; each network from `fold_in(rng, i)`.
+  """Random params of every network, `{name: params}`, deterministic in `rng`.
 
-  The param shapes do not depend on `num_frames` (the dummy clip length).
+  The initialisers draw from an `rbg` key seeded from `fold_in(rng, i)` for network i: XLA compiles
+  `RngBitGenerator` far faster than threefry's unrolled rounds (a jitted init of the test model compiles
+  in 42 s instead of 153 s on 2 CPU cores). The param shapes do not depend on `num_frames`.
   """
-  return {name: fn(jax.random.fold_in(rng, i))["params"]
-          for i, (name, fn) in enumerate(_init_fns(models, model, num_frames).items())}
+  out = {}
+  for i, (name, fn) in enumerate(_init_fns(models, model, num_frames).items()):
+    seed = jax.random.bits(jax.random.fold_in(rng, i), (), jnp.uint32)
+    out[name] = fn(jax.random.key(seed, impl="rbg"))["params"]
+  return out
 
 
 def abstract_params(models: Models, model: ml_collections.ConfigDict, num_frames: int) -> dict[str, Any]:
