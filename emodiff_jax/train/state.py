@@ -39,9 +39,9 @@ def create_state(params: Any, tx: optax.GradientTransformation, labels: Any, rng
                  ) -> TrainState:
   """A fresh state for `params` (`{network: tree}`)."""
   ema = {name: jax.tree.map(jnp.copy, params[name]) for name in ema_modules(labels)} if ema_decay > 0 else {}
-  zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=tx.init(params), ema_params=ema, rng=rng,
-                    bad_steps=zero, skipped_steps=zero)
+  zero = lambda: jnp.zeros((), jnp.int32)  # separate buffers: the state is donated to the step
+  return TrainState(step=zero(), params=params, opt_state=tx.init(params), ema_params=ema, rng=rng,
+                    bad_steps=zero(), skipped_steps=zero())
 
 
 def update_ema(ema: Any, params: Any, labels: Any, decay: float) -> Any:
