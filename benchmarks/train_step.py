@@ -152,6 +152,7 @@ def main() -> None:
                        f"{100 * mfu:.1f}%", mem / 2**20,
                        "-" if torch_s is None else torch_s * 1e3,
                        "-" if torch_s is None else f"{torch_s / sec:.2f}x"))
+          print("row", rows[-1], flush=True)  # progress: the table comes at the end
   print_table(
       f"Stage-2 backbone train step, batch {args.batch}, {jax.devices()[0].platform} ({os.cpu_count()} cores); "
       f"measured f32 matmul peak {peak / 1e9:.0f} GFLOP/s",
