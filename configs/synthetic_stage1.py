@@ -22,12 +22,13 @@ def synthetic_data(stage: str, num_frames: int, batch_size: int) -> ml_collectio
   return data
 
 
-def get_config() -> ml_collections.ConfigDict:
+def synthetic_training(stage: int, num_frames: int, batch_size: int) -> ml_collections.ConfigDict:
+  """A CPU training run of the tiny model on the synthetic world (both stages share everything else)."""
   config = ml_collections.ConfigDict()
-  config.stage = 1
-  config.num_frames = 1
+  config.stage = stage
+  config.num_frames = num_frames
   config.model = common.tiny_model()
-  config.data = synthetic_data("image", 1, 8)
+  config.data = synthetic_data("image" if stage == 1 else "clip", num_frames, batch_size)
   config.diffusion = common.diffusion()
   config.optim = common.optim()
   config.optim.learning_rate = 3e-4
@@ -43,3 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.preview_every = 100
   config.train.preview_sampling_steps = 10
   return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  return synthetic_training(stage=1, num_frames=1, batch_size=8)

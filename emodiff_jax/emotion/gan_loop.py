@@ -104,9 +104,7 @@ def train_expression_gan(config: ml_collections.ConfigDict, workdir: str) -> GAN
         log.info("SIGTERM: saving step %d and stopping", done)
         break
   bar.close()
-  ckpt.save(done, state, None, config, force=True)
-  ckpt.wait()
-  ckpt.close()
+  ckpt.finish(done, state, None, config)
   writer.close()
   return state
 

@@ -69,6 +69,12 @@ class RunCheckpoints:
     return ml_collections.ConfigDict(self.manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"])
 
+  def finish(self, step: int, state: Any, data_iterator: Optional[Any], config: ml_collections.ConfigDict) -> None:
+    """End of a run (done or preempted): saves `step` unless already saved, waits for the write, closes."""
+    self.save(step, state, data_iterator, config, force=True)
+    self.wait()
+    self.close()
+
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
     self.manager.wait_until_finished()

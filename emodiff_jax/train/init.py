@@ -17,6 +17,14 @@ import ml_collections
 from emodiff_jax.models.build import Models, init_params
 
 
+CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
+
+
+def uses_loaded_weights(init: ml_collections.ConfigDict) -> bool:
+  """True when a run starts from any converted checkpoint or a stage-1 run rather than random init."""
+  return any(init[k] for k in CONVERTED + ("stage1_checkpoint",))
+
+
 def _check_shapes(source: str, name: str, loaded: Any, expected: Any) -> None:
   flat_l = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
   flat_e = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(expected)}
@@ -79,7 +87,7 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
 def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.Array) -> dict[str, Any]:
   """Params of every network for the start of a run (see the module docstring)."""
   params = init_params(models, config.model, rng)
-  if any(config.init[k] for k in ("vae", "wav2vec2", "unet2d", "motion_adapter")):
+  if any(config.init[k] for k in CONVERTED):
     params = pretrained_params(config.init, models, params)
   if config.init.stage1_checkpoint:
     params = stage1_params(config.init.stage1_checkpoint, params)

@@ -29,7 +29,7 @@ from emodiff_jax.input import pipeline
 from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.train import flops, preview
 from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
-from emodiff_jax.train.init import initial_params
+from emodiff_jax.train.init import initial_params, uses_loaded_weights
 from emodiff_jax.train.objective import DiffusionObjective
 from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.optimizer import learning_rate, make_optimizer
@@ -44,10 +44,6 @@ log = logging.getLogger("emodiff_jax.train")
 
 class NonFiniteError(RuntimeError):
   """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-def _has_pretrained(config: ml_collections.ConfigDict) -> bool:
-  return any(config.init[k] for k in ("vae", "wav2vec2", "unet2d", "motion_adapter", "stage1_checkpoint"))
 
 
 def _steps_done(state: TrainState) -> int:
@@ -89,7 +85,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   if latest is not None:
     log.info("resuming from %s step %d", ckpt.directory, latest)
     state = ckpt.restore(latest, abstract_with_shardings(abstract_state, state_sh), data_iter)
-  elif _has_pretrained(config):
+  elif uses_loaded_weights(config.init):
     params = initial_params(config, models, k_init)
     state = jax.jit(make_state, out_shardings=state_sh)(params)
   else:  # initialised directly in its shards: nothing is ever whole on one device
@@ -145,9 +141,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
         log.info("SIGTERM: saving step %d and stopping", done)
         break
   bar.close()
-  ckpt.save(done, state, data_iter, config, force=True)
-  ckpt.wait()
-  ckpt.close()
+  ckpt.finish(done, state, data_iter, config)
   writer.close()
   return state
 
