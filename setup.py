@@ -35,6 +35,8 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "diffusers>=0.42,<0.43",
     "scikit-image>=0.24,<0.27",
+    # The MFCCs SyncNet was trained on; tests/test_eval_metrics.py checks eval/mfcc.py against it.
+    "python_speech_features==0.6",
 ]
 
 setup(

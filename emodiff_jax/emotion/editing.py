@@ -79,7 +79,8 @@ def _check_directions(names: list[str], directions: Mapping[str, np.ndarray]) ->
 
 
 def mix_directions(weights: Mapping[str, float], directions: Mapping[str, np.ndarray]) -> np.ndarray:
-  """`sum_k w_k * d_k` over `weights` (emotion name -> weight >= 0); directions name -> `[D]`. Returns `[D]`."""
+  """`sum_k w_k * d_k` over `weights` (emotion name -> weight >= 0); directions name -> `[D]` (or any one
+  shape, e.g. `[T, D]`). Returns that shape."""
   if not weights:
     raise ValueError("no emotions to mix; expected e.g. {'happy': 0.7, 'surprised': 0.3}")
   _check_directions(list(weights), directions)
@@ -137,7 +138,8 @@ def expression_sequence(neutral: np.ndarray, directions: Mapping[str, np.ndarray
 
   Args:
     neutral: the neutral trajectory `[T, D]` (e.g. speech-driven expressions without emotion).
-    directions: emotion name -> direction `[D]`.
+    directions: emotion name -> direction `[D]`, or per frame `[T, D]` (e.g. a generator's emotional
+      minus neutral trajectory on the same noise and audio).
     emotion: one emotion name, or mixing weights (`mix_directions`).
     intensity: a number (all frames), a keyframe curve string (`intensity_curve` at `fps`) or `[T]` alphas.
     fps: frame rate of `neutral`, for curves.
@@ -148,8 +150,9 @@ def expression_sequence(neutral: np.ndarray, directions: Mapping[str, np.ndarray
     raise ValueError(f"neutral trajectory must be [T, D], got shape {neutral.shape}")
   weights = {emotion: 1.0} if isinstance(emotion, str) else emotion
   direction = mix_directions(weights, directions)
-  if direction.shape != neutral.shape[1:]:
-    raise ValueError(f"direction shape {direction.shape} does not match expression dim {neutral.shape[1]}")
+  if direction.shape not in (neutral.shape[1:], neutral.shape):
+    raise ValueError(f"direction shape {direction.shape} is neither [D] nor [T, D] of the neutral trajectory "
+                     f"{neutral.shape}")
   if isinstance(intensity, str):
     alpha = intensity_curve(intensity, len(neutral), fps, allow_extrapolation)
   else:

@@ -15,8 +15,9 @@ from emodiff_jax.synth.expression import EMOTIONS, INDEX, LEVELS
 CELL = 128  # pixels per sheet cell
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-  img = np.ascontiguousarray(img)
+def label(img: np.ndarray, text: str) -> np.ndarray:
+  """`img` uint8 `[H, W, 3]` with `text` written in its top-left corner (a copy)."""
+  img = np.array(img, np.uint8)  # a contiguous copy: cv2 draws in place
   cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
   return img
 
@@ -34,7 +35,7 @@ def contact_sheet(identity: int = 0, resolution: int = 64, num_frames: int = 50,
       half = num_frames // 2
       frame = clip.frames[half + int(np.argmin(clip.expression[half:, INDEX["eye_close"]]))]
       cell = cv2.resize(frame, (CELL, CELL), interpolation=cv2.INTER_NEAREST if resolution < CELL else cv2.INTER_AREA)
-      cells.append(_label(cell, f"{emotion} L{spec.level}"))
+      cells.append(label(cell, f"{emotion} L{spec.level}"))
     rows.append(np.concatenate(cells, axis=1))
   return np.concatenate(rows, axis=0)
 

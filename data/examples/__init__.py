@@ -1,0 +1,1 @@
+"""Example inference inputs (a synthetic-world portrait and speech); `make_examples` regenerates them."""

@@ -1,0 +1,137 @@
+"""`launch.infer` end to end on a micro bundle: the mp4 (frame count, fps, audio duration), the sidecar,
+identical frames on a rerun, resume after an interrupted render, the jobs file, and one-line user errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+
+from emodiff_jax.input.media import load_audio, read_video
+from emodiff_jax.sampling import render
+from emodiff_jax.sampling.cli import main
+from emodiff_jax.sampling.video_out import probe_mp4
+from tests.inference_fixtures import write_micro_bundle
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTRAIT = os.path.join(REPO, "data", "examples", "portrait.png")
+SECONDS = 1.3
+
+
+def _write_wav(path, samples, rate=16000):
+  with wave.open(str(path), "wb") as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(rate)
+    f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  d = tmp_path_factory.mktemp("infer")
+  speech = load_audio(os.path.join(REPO, "data", "examples", "speech.wav"))
+  return dict(bundle=write_micro_bundle(str(d / "bundle")), dir=d,
+              audio=_write_wav(d / "speech.wav", speech[:int(SECONDS * 16000)]),
+              silent=_write_wav(d / "silent.wav", np.zeros(16000)))
+
+
+def _args(files, out, *extra):
+  return [f"--checkpoint={files['bundle']}", f"--image={PORTRAIT}", f"--audio={files['audio']}",
+          f"--out={out}", "--emotion=happy", "--intensity=0.7", *extra]
+
+
+@pytest.fixture(scope="module")
+def first_render(files):
+  out = str(files["dir"] / "a.mp4")
+  assert main(_args(files, out)) == 0
+  return out
+
+
+def test_mp4_matches_the_audio_and_has_a_sidecar(files, first_render, capsys):
+  info = probe_mp4(first_render)
+  assert info["fps"] == 25.0
+  assert info["num_frames"] == math.ceil(SECONDS * 25)
+  assert abs(info["audio_seconds"] - SECONDS) < 0.03
+  assert abs(info["video_seconds"] - info["audio_seconds"]) <= 1 / 25 + 1e-6
+  sidecar = json.load(open(first_render + ".json"))
+  assert sidecar["seed"] == 0 and sidecar["config"]["job"]["emotion"] == "happy"
+  assert set(sidecar["inputs"]) == {"image", "audio"}
+  assert main(_args(files, first_render)) == 0  # finished outputs are skipped
+  assert "skipped" in capsys.readouterr().out
+
+
+def test_rerun_gives_identical_frames(files, first_render):
+  again = str(files["dir"] / "again.mp4")
+  assert main(_args(files, again)) == 0
+  np.testing.assert_array_equal(read_video(again)[0], read_video(first_render)[0])
+  other_seed = str(files["dir"] / "seed1.mp4")
+  assert main(_args(files, other_seed, "--seed=1")) == 0
+  assert np.abs(read_video(other_seed)[0].astype(int) - read_video(first_render)[0]).max() > 0
+
+
+def test_interrupted_render_resumes_from_its_last_window(files, first_render, monkeypatch):
+  out = str(files["dir"] / "resumed.mp4")
+  real = render.Renderer.render_batch
+
+  def interrupted(self, batch, progress=None):
+    def stop_after_three(n):
+      stop_after_three.done += n
+      if stop_after_three.done >= 3:
+        raise KeyboardInterrupt
+    stop_after_three.done = 0
+    return real(self, batch, stop_after_three)
+
+  monkeypatch.setattr(render.Renderer, "render_batch", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    main(_args(files, out))
+  parts = out + ".parts"
+  assert len([f for f in os.listdir(parts) if f.startswith("segment_")]) == 3 and not os.path.exists(out)
+  monkeypatch.setattr(render.Renderer, "render_batch", real)
+  assert main(_args(files, out)) == 0
+  np.testing.assert_array_equal(read_video(out)[0], read_video(first_render)[0])
+  assert not os.path.exists(parts)
+
+
+def test_jobs_file_renders_good_jobs_and_reports_the_bad_one(files, capsys):
+  d = files["dir"]
+  jobs = [dict(image=PORTRAIT, audio=files["audio"], out=str(d / "j_sad.mp4"), emotion="sad", seed=3),
+          dict(image=PORTRAIT, audio=files["audio"], out=str(d / "j_bad.mp4"), emotion="bored"),
+          dict(image=PORTRAIT, audio=files["audio"], out=str(d / "j_mix.mp4"), mix="happy:0.5,surprised:0.5",
+               intensity="0s:0.0,1s:1.0")]
+  path = d / "jobs.jsonl"
+  path.write_text("\n".join(json.dumps(j) for j in jobs) + "\n")
+  assert main([f"--checkpoint={files['bundle']}", f"--jobs={path}", "--batch-size=2"]) == 2
+  captured = capsys.readouterr()
+  assert "j_bad.mp4" in captured.err and "bored" in captured.err
+  for name in ("j_sad.mp4", "j_mix.mp4"):
+    assert probe_mp4(str(d / name))["num_frames"] == math.ceil(SECONDS * 25)
+  assert not os.path.exists(d / "j_bad.mp4")
+  assert main([f"--checkpoint={files['bundle']}", f"--jobs={path}", "--batch-size=2"]) == 2
+  assert capsys.readouterr().out.count("skipped") == 2
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--emotion=bored"], "unknown emotion 'bored'"),
+    (["--intensity=abc"], "not a number"),
+    (["--intensity=-0.5"], ">= 0"),
+    (["--intensity-curve=0s:0.0,zz"], "malformed keyframe"),
+    (["--checkpoint=/nonexistent/ckpt"], "/nonexistent/ckpt"),
+    (["--image=/nonexistent/face.png"], "/nonexistent/face.png"),
+    (["--audio=SILENT"], "silent"),
+    (["--cfg.num_stepz=3"], "no field 'num_stepz'"),
+])
+def test_user_errors_are_one_line(files, tmp_path, extra, needle):
+  extra = [e.replace("SILENT", files["silent"]) for e in extra]
+  # A fresh interpreter, as a user runs it: stderr must be one line, no traceback.
+  run = subprocess.run([sys.executable, "-m", "launch.infer", *_args(files, str(tmp_path / "x.mp4")), *extra],
+                       capture_output=True, text=True, cwd=REPO)
+  assert run.returncode == 2, run.stderr
+  lines = [l for l in run.stderr.splitlines() if l.strip() and not l.startswith(("W", "I")) or "error" in l]
+  assert "Traceback" not in run.stderr and len([l for l in lines if l.startswith("error:")]) == 1, run.stderr
+  assert needle in run.stderr, run.stderr
+  assert not os.path.exists(tmp_path / "x.mp4")

@@ -1,0 +1,140 @@
+"""Video sampling: guidance weights, window plans, the jitted window sampler (scan vs Python loop, guidance
+scale 1 vs the conditional pass, batched vs separate guidance passes, conditions and motion frames change
+the output) and the bundle format."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emodiff_jax.sampling.bundle import BundleError, load_bundle
+from emodiff_jax.sampling.guidance import Guidance, combine
+from emodiff_jax.sampling.loop import sample, sample_python_loop
+from emodiff_jax.sampling.video import VideoSampler, WindowPlan, window_audio, window_expression
+from tests.inference_fixtures import write_micro_bundle
+
+
+def test_guidance_passes_and_weights():
+  assert Guidance().passes() == (((True, True, True), 1.0),)
+  passes = Guidance(reference=2.0, audio=3.0, expression=1.5).passes()
+  assert [p for p, _ in passes] == [(False, False, False), (True, False, False), (True, True, False),
+                                    (True, True, True)]
+  weights = [w for _, w in passes]
+  np.testing.assert_allclose(weights, [-1.0, -1.0, 1.5, 1.5])
+  assert sum(weights) == pytest.approx(1.0)
+  assert [p for p, _ in Guidance(reference=1.0, audio=2.0, expression=2.0).passes()] == [
+      (True, False, False), (True, True, True)]
+  # out = e0 + s_r (e1 - e0) + s_a (e2 - e1) + s_e (e3 - e2), written out.
+  e = jax.random.normal(jax.random.key(0), (4, 3, 5))
+  s_r, s_a, s_e = 2.0, 3.0, 1.5
+  expected = e[0] + s_r * (e[1] - e[0]) + s_a * (e[2] - e[1]) + s_e * (e[3] - e[2])
+  chex.assert_trees_all_close(combine(e, tuple(weights)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,t,o", [(1, 8, 2), (8, 8, 2), (9, 8, 2), (50, 8, 2), (31, 4, 1), (17, 6, 0)])
+def test_window_plan_emits_every_frame_once(n, t, o):
+  plan = WindowPlan(n, t, o)
+  emitted = np.concatenate([np.arange(*plan.emitted(w)) for w in range(plan.num_windows)])
+  np.testing.assert_array_equal(emitted, np.arange(n))
+  assert plan.start(plan.num_windows - 1) < n  # no window made only of padding
+  for w in range(1, plan.num_windows):  # the motion frames of window w are the last frames of w-1
+    assert plan.start(w) == plan.start(w - 1) + t - o
+
+
+def test_window_inputs():
+  audio = np.arange(1, 3 * 640 + 1, dtype=np.float32)
+  out = window_audio(audio, start=0, window=2, margin=1)
+  assert out.shape == (4 * 640,)
+  np.testing.assert_array_equal(out[:640], 0.0)  # margin before the start
+  np.testing.assert_array_equal(out[640:], audio)
+  expr = np.arange(6, dtype=np.float32).reshape(3, 2)
+  np.testing.assert_array_equal(window_expression(expr, 2, 3), expr[[2, 2, 2]])
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+  return load_bundle(write_micro_bundle(str(tmp_path_factory.mktemp("bundle") / "micro")))
+
+
+def _inputs(bundle, b=2, seed=0):
+  cfg = bundle.config
+  t, m, r = cfg.sampling.window, cfg.audio_margin, cfg.model.resolution
+  rng = np.random.default_rng(seed)
+  return dict(images=rng.uniform(-1, 1, (b, r, r, 3)).astype(np.float32),
+              audio=rng.normal(0, 0.3, (b, (t + 2 * m) * 640)).astype(np.float32),
+              expression=rng.normal(0, 0.5, (b, t, 50)).astype(np.float32),
+              keys=jax.vmap(jax.random.key)(jnp.arange(b, dtype=jnp.uint32)))
+
+
+def _sampler(bundle, **guidance):
+  cfg = bundle.config.sampling.copy_and_resolve_references()
+  cfg.guidance.update(guidance)
+  return VideoSampler(bundle.models(), bundle.config.diffusion, cfg, bundle.config.audio_margin)
+
+
+def _window(sampler, bundle, x, motion=None, has_motion=False, w=0):
+  ref = sampler.reference(bundle.params, x["images"])
+  b, t = x["expression"].shape[:2]
+  if motion is None:
+    motion = jnp.zeros((b, sampler.cfg.overlap) + ref["latent"].shape[1:])
+  return sampler.window(bundle.params, ref, x["audio"], x["expression"], motion, jnp.asarray(has_motion), x["keys"],
+                        jnp.asarray(w, jnp.int32))
+
+
+def test_bundle_round_trip(bundle, tmp_path):
+  again = load_bundle(write_micro_bundle(str(tmp_path / "b")))
+  chex.assert_trees_all_equal(again.params, bundle.params)  # same seed, same float16 round trip
+  assert again.config.sampling.window == 4
+  with pytest.raises(BundleError, match="not found"):
+    load_bundle(str(tmp_path / "missing"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(BundleError, match="config.json missing"):
+    load_bundle(str(tmp_path / "empty"))
+
+
+def test_scan_equals_python_loop_and_scale_one_equals_conditional(bundle):
+  sampler = _sampler(bundle)
+  x = _inputs(bundle)
+  ref = sampler.reference(bundle.params, x["images"])
+  conds = sampler.conditions(bundle.params, ref, x["audio"], x["expression"])
+  assert len(conds) == 1  # all scales 1: the conditional pass alone
+  denoise = sampler.denoiser(bundle.params, conds)
+  shape = (2, 4) + ref["latent"].shape[1:]
+  x_T = jax.random.normal(jax.random.key(3), shape)
+  t = jnp.full((2,), 500, jnp.int32)
+  models = bundle.models()
+  ctx = jnp.zeros((2, 1, models.backbone.config.unet.cross_attention_dim))
+  direct = models.backbone.apply({"params": bundle.params["backbone"]}, x_T, t, ctx, **conds[0])
+  chex.assert_trees_all_close(denoise(x_T, t), direct, atol=1e-6)
+  scan = sample(denoise, sampler.objective.schedule, x_T, **sampler.sample_kwargs)
+  loop = sample_python_loop(denoise, sampler.objective.schedule, x_T, **sampler.sample_kwargs)
+  chex.assert_trees_all_close(scan, loop, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_guidance_equals_separate_passes(bundle):
+  scales = dict(reference=2.0, audio=3.0, expression=1.5)
+  batched, separate = _sampler(bundle, **scales), _sampler(bundle, **scales)
+  separate.cfg.batch_passes = False
+  x = _inputs(bundle)
+  a, b = _window(batched, bundle, x), _window(separate, bundle, x)
+  chex.assert_trees_all_close(a, b, atol=1e-4, rtol=1e-4)
+  assert float(jnp.abs(a - _window(_sampler(bundle), bundle, x)).max()) > 1e-3  # guidance changes the output
+
+
+def test_conditions_and_motion_frames_change_the_window(bundle):
+  sampler = _sampler(bundle)
+  x = _inputs(bundle)
+  base = _window(sampler, bundle, x)
+  for name, other in (("audio", _inputs(bundle, seed=1)["audio"]),
+                      ("expression", _inputs(bundle, seed=1)["expression"]),
+                      ("images", _inputs(bundle, seed=1)["images"])):
+    changed = _window(sampler, bundle, {**x, name: other})
+    assert float(jnp.abs(changed - base).max()) > 1e-4, name
+  motion = jax.random.normal(jax.random.key(5), (2, sampler.cfg.overlap) + base.shape[2:])
+  chex.assert_trees_all_equal(_window(sampler, bundle, x, motion, has_motion=False), base)
+  with_motion = _window(sampler, bundle, x, motion, has_motion=True)
+  assert float(jnp.abs(with_motion - base).max()) > 1e-4
+  # Each example's noise comes from its own key: example 0 alone equals example 0 in the batch.
+  alone = _window(sampler, bundle, jax.tree.map(lambda v: v[:1], x))
+  chex.assert_trees_all_close(alone[0], base[0], atol=1e-5)
