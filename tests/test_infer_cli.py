@@ -125,13 +125,16 @@ def test_jobs_file_renders_good_jobs_and_reports_the_bad_one(files, capsys):
     (["--audio=SILENT"], "silent"),
     (["--cfg.num_stepz=3"], "no field 'num_stepz'"),
 ])
-def test_user_errors_are_one_line(files, tmp_path, extra, needle):
+def test_user_errors_are_one_line(files, tmp_path, capsys, extra, needle):
   extra = [e.replace("SILENT", files["silent"]) for e in extra]
-  # A fresh interpreter, as a user runs it: stderr must be one line, no traceback.
-  run = subprocess.run([sys.executable, "-m", "launch.infer", *_args(files, str(tmp_path / "x.mp4")), *extra],
-                       capture_output=True, text=True, cwd=REPO)
-  assert run.returncode == 2, run.stderr
-  lines = [l for l in run.stderr.splitlines() if l.strip() and not l.startswith(("W", "I")) or "error" in l]
-  assert "Traceback" not in run.stderr and len([l for l in lines if l.startswith("error:")]) == 1, run.stderr
-  assert needle in run.stderr, run.stderr
+  assert main(_args(files, str(tmp_path / "x.mp4")) + extra) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
   assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_user_error_from_the_command_line_has_no_traceback(files, tmp_path):
+  run = subprocess.run([sys.executable, "-m", "launch.infer", *_args(files, str(tmp_path / "x.mp4")),
+                        "--emotion=bored"], capture_output=True, text=True, cwd=REPO)
+  assert run.returncode == 2
+  assert "Traceback" not in run.stderr and run.stderr.strip().splitlines()[-1].startswith("error: "), run.stderr

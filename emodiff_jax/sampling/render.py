@@ -224,7 +224,7 @@ def run_jobs(jobs: Sequence[Job], bundle: Bundle, sampling: Any, batch_size: int
       continue
     buckets[p.plan.num_windows].append(p)
   total = sum(n * len(ps) for n, ps in buckets.items())
-  with tqdm(total=total, unit="window", desc="render", disable=not show_progress) as bar:
+  with tqdm(total=total, unit="window", desc="render", disable=not show_progress or not total) as bar:
     for _, prepared in sorted(buckets.items()):
       for i in range(0, len(prepared), batch_size):
         batch = prepared[i:i + batch_size]
