@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-12)
 SYSTEM_TOOLS := ffmpeg espeak-ng sox
 
-.PHONY: setup system demo test test-slow bench clean
+.PHONY: setup system demo checkpoint test test-slow bench clean
 
 # Debian tools: ffmpeg (codecs), espeak-ng (real speech for tests), sox.
 system:
@@ -25,8 +25,21 @@ $(STAMP): setup.py
 
 setup: system $(STAMP)
 
+# The embedded default: the shipped synthetic checkpoint renders the 8 emotions x 3 intensities.
 demo: setup
-	$(BIN)/python -m launch.inspect --config=configs/sd15_stage2.py
+	$(BIN)/python -m launch.demo --out=demo_out
+
+# Retrains the shipped checkpoint (data/checkpoints/synthetic) from scratch; README gives the timings.
+RUNS ?= workdirs/synthetic
+checkpoint: setup
+	$(BIN)/python -m launch.train_expr --config=configs/expr_gan_synthetic.py --workdir=$(RUNS)/expr_gan
+	$(BIN)/python -m launch.train_vae --config=configs/synthetic_vae.py --workdir=$(RUNS)/vae
+	$(BIN)/python -m launch.train --config=configs/synthetic_stage1.py --workdir=$(RUNS)/stage1 \
+	  --config.init.vae_checkpoint=$(RUNS)/vae
+	$(BIN)/python -m launch.train --config=configs/synthetic_stage2.py --workdir=$(RUNS)/stage2 \
+	  --config.init.stage1_checkpoint=$(RUNS)/stage1
+	$(BIN)/python -m launch.export_bundle --stage2=$(RUNS)/stage2 --gan=$(RUNS)/expr_gan \
+	  --out=data/checkpoints/synthetic
 
 # pytest exit 5 (no tests collected) is a failure, not a pass.
 test: setup

@@ -125,5 +125,6 @@ def init() -> ml_collections.ConfigDict:
   i.unet2d = ""  # diffusers UNet2DConditionModel folder (SD-1.5): ReferenceNet and backbone 2D layers
   i.motion_adapter = ""  # diffusers MotionAdapter folder (AnimateDiff)
   i.vae = ""  # diffusers AutoencoderKL folder
+  i.vae_checkpoint = ""  # a VAE-run workdir (launch/train_vae.py): the VAE from its latest step (EMA if kept)
   i.wav2vec2 = ""  # transformers Wav2Vec2Model folder
   return i

@@ -13,11 +13,12 @@ from configs import common
 from emodiff_jax.input import pipeline
 
 
-def synthetic_data(stage: str, num_frames: int, batch_size: int) -> ml_collections.ConfigDict:
-  """Both synthetic partitions rendered on demand at 64x64, mixed equally (MEAD-like and HDTF-like)."""
+def synthetic_data(stage: str, num_frames: int, batch_size: int, clip_frames: int = 24) -> ml_collections.ConfigDict:
+  """Both synthetic partitions rendered on demand at 64x64, mixed equally (MEAD-like and HDTF-like), as
+  clips of `clip_frames` frames (~1 s: the emotion's onset ramp is over by 0.7 s)."""
   data = pipeline.default_config()
-  data.sources = [dict(name="synth_world/mead_like", data_dir="", split="", weight=1.0, clip_frames=48),
-                  dict(name="synth_world/hdtf_like", data_dir="", split="", weight=1.0, clip_frames=48)]
+  data.sources = [dict(name="synth_world/mead_like", data_dir="", split="", weight=1.0, clip_frames=clip_frames),
+                  dict(name="synth_world/hdtf_like", data_dir="", split="", weight=1.0, clip_frames=clip_frames)]
   data.stage, data.resolution, data.num_frames, data.batch_size = stage, 64, num_frames, batch_size
   return data
 

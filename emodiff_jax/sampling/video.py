@@ -39,6 +39,7 @@ from emodiff_jax.models.build import Models
 from emodiff_jax.sampling.guidance import Guidance, combine
 from emodiff_jax.sampling.loop import sample
 from emodiff_jax.train.objective import DiffusionObjective
+from emodiff_jax.train.preview import to_uint8
 
 Array = jax.Array
 FPS = 25
@@ -217,5 +218,4 @@ class VideoSampler:
       if pad:
         chunk = jnp.concatenate([chunk, jnp.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
       out.append(np.asarray(self.decode(params, chunk))[:c - pad])
-    frames = np.concatenate(out)
-    return np.round((frames + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    return to_uint8(np.concatenate(out))

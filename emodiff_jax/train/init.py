@@ -2,9 +2,11 @@
 
 Order: random init of every network -> converted public checkpoints (`vae`, `wav2vec2`, `unet2d` for
 ReferenceNet and the backbone's 2D layers, `motion_adapter` for the motion modules, via
-`emodiff_jax.convert`) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its EMA ReferenceNet and
-backbone when it kept EMA, else its raw ones). Every loaded tree must match the config's shapes exactly;
-a mismatch raises an error naming the source and the first differing parameters.
+`emodiff_jax.convert`) -> a VAE run (`vae_checkpoint`, `launch/train_vae.py`: its EMA VAE when it kept
+EMA, else its raw one) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its EMA ReferenceNet and
+backbone when it kept EMA, else its raw ones). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
+which also set the VAE. Every loaded tree must match the config's shapes exactly; a mismatch raises an
+error naming the source and the first differing parameters.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries re
 
 
 def uses_loaded_weights(init: ml_collections.ConfigDict) -> bool:
-  """True when a run starts from any converted checkpoint or a stage-1 run rather than random init."""
-  return any(init[k] for k in CONVERTED + ("stage1_checkpoint",))
+  """True when a run starts from any converted checkpoint, a VAE run or a stage-1 run rather than random init."""
+  return any(init[k] for k in CONVERTED + ("vae_checkpoint", "stage1_checkpoint"))
 
 
 def _check_shapes(source: str, name: str, loaded: Any, expected: Any) -> None:
@@ -84,13 +86,28 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+def vae_run_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
+  """`params` with the VAE from the latest checkpoint of a VAE run (EMA when kept)."""
+  from emodiff_jax.train.vae_loop import load_vae
+
+  out = dict(params)
+  out["vae"] = load_vae(workdir)[1]
+  _check_shapes(workdir, "vae", out["vae"], params["vae"])
+  return out
+
+
 def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.Array) -> dict[str, Any]:
   """Params of every network for the start of a run (see the module docstring)."""
+  init = config.init
+  if init.vae_checkpoint and (init.vae or init.stage1_checkpoint):
+    raise ValueError("init.vae_checkpoint sets the VAE: leave init.vae and init.stage1_checkpoint empty")
   params = init_params(models, config.model, rng)
-  if any(config.init[k] for k in CONVERTED):
-    params = pretrained_params(config.init, models, params)
-  if config.init.stage1_checkpoint:
-    params = stage1_params(config.init.stage1_checkpoint, params)
+  if any(init[k] for k in CONVERTED):
+    params = pretrained_params(init, models, params)
+  if init.vae_checkpoint:
+    params = vae_run_params(init.vae_checkpoint, params)
+  if init.stage1_checkpoint:
+    params = stage1_params(init.stage1_checkpoint, params)
   return params
 
 

@@ -35,7 +35,7 @@ from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.optimizer import learning_rate, make_optimizer
 from emodiff_jax.train.partition import count_by_label, trainable_labels
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
-from emodiff_jax.train.state import TrainState, create_state
+from emodiff_jax.train.state import TrainState, create_state, steps_done
 from emodiff_jax.train.step import jit_train_step, make_train_step
 from emodiff_jax.train.writer import MetricWriter
 
@@ -44,11 +44,6 @@ log = logging.getLogger("emodiff_jax.train")
 
 class NonFiniteError(RuntimeError):
   """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-def _steps_done(state: TrainState) -> int:
-  """Batches consumed: applied plus skipped updates."""
-  return int(state.step) + int(state.skipped_steps)
 
 
 def _config_checks(config: ml_collections.ConfigDict) -> None:
@@ -100,7 +95,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   preview_fn = jax.jit(lambda p, b, r: preview.sample_frames(objective, p, b, r, config.train.preview_sampling_steps))
   writer = MetricWriter(os.path.join(workdir, "tb"))
   keys = objective.batch_keys
-  done = _steps_done(state)
+  done = steps_done(state)
   compiled, step_flops, peak = None, 0.0, 0.0
   pending, window_start, window_steps = [], time.perf_counter(), 0
   bar = tqdm(total=config.train.steps, initial=done, desc=f"stage {config.stage}", disable=jax.process_index() != 0)

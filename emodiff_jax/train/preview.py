@@ -45,7 +45,8 @@ def sample_frames(objective: DiffusionObjective, params: Any, batch: dict[str, A
   return jnp.clip(images.astype(jnp.float32), -1, 1).reshape((b, t) + images.shape[1:])
 
 
-def _uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """Images in [-1, 1] (any shape) -> uint8 in [0, 255], rounded."""
   return np.round((np.asarray(x, np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
 
 
@@ -57,7 +58,7 @@ def preview_grid(reference: np.ndarray, truth: np.ndarray, sampled: np.ndarray) 
   top = np.concatenate([reference[:, None], truth], axis=1)
   bottom = np.concatenate([blank, sampled], axis=1)
   rows = np.stack([top, bottom], axis=1).reshape(2 * b, t + 1, h, w, 3)
-  return _uint8(rows.transpose(0, 2, 1, 3, 4).reshape(2 * b * h, (t + 1) * w, 3))
+  return to_uint8(rows.transpose(0, 2, 1, 3, 4).reshape(2 * b * h, (t + 1) * w, 3))
 
 
 def write_png(path: str, image: np.ndarray) -> None:

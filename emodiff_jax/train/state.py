@@ -49,3 +49,8 @@ def update_ema(ema: Any, params: Any, labels: Any, decay: float) -> Any:
   def one(e, p, label):
     return e + (1.0 - decay) * (p - e) if label == "train" else e
   return {name: jax.tree.map(one, tree, params[name], labels[name]) for name, tree in ema.items()}
+
+
+def steps_done(state: TrainState) -> int:
+  """Batches consumed: applied plus skipped updates."""
+  return int(state.step) + int(state.skipped_steps)

@@ -1,0 +1,100 @@
+"""The VAE's training run (`train/vae_loop.py`) on a micro VAE and 16x16 synthetic frames: the loss
+falls, resume reproduces a straight run, metrics and previews are written, and `init.vae_checkpoint`
+puts the trained VAE into a stage-1 start."""
+
+import json
+import os
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import synthetic_vae
+from emodiff_jax.models.build import build_models
+from emodiff_jax.train import init
+from emodiff_jax.train.init import uses_loaded_weights
+from emodiff_jax.train.vae_loop import image_gradient_l1, init_vae_params, psnr, train_vae
+from tests.train_configs import micro_config, micro_model
+
+
+def micro_vae_config():
+  """configs/synthetic_vae.py with the micro model's VAE, 16x16 frames and short intervals."""
+  config = synthetic_vae.get_config()
+  config.model = micro_model()
+  config.data.resolution = 16
+  for s in config.data.sources:
+    s["clip_frames"] = 4
+  config.optim.learning_rate = 3e-3
+  config.optim.warmup_steps = 0
+  config.optim.schedule = "constant"  # the resumed test run changes train.steps
+  config.train.update(steps=12, log_every=3, checkpoint_every=6, async_checkpoints=False, eval_every=6,
+                      eval_batches=1, preview_every=6, preview_examples=2)
+  return config
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "tb", "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def vae_runs(tmp_path_factory):
+  """Twelve steps straight (checkpoints at 6 and 12), and a run resumed from its step-6 checkpoint."""
+  config = micro_vae_config()
+  straight = str(tmp_path_factory.mktemp("vae_straight"))
+  final = train_vae(config, straight)
+  resumed = str(tmp_path_factory.mktemp("vae_resumed"))
+  shutil.copytree(os.path.join(straight, "checkpoints"), os.path.join(resumed, "checkpoints"))
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "12"))
+  again = train_vae(config, resumed)
+  return dict(config=config, straight=straight, resumed=resumed, final=final, again=again)
+
+
+def test_loss_falls_and_metrics_and_previews_are_written(vae_runs):
+  m = _metrics(vae_runs["straight"])
+  assert [r["step"] for r in m] == [3, 6, 9, 12]
+  assert m[-1]["loss"] < 0.8 * m[0]["loss"]
+  assert m[-1]["batch_psnr"] > m[0]["batch_psnr"]
+  assert all(np.isfinite(r["heldout_psnr"]) for r in m if r["step"] in (6, 12))
+  assert sorted(os.listdir(os.path.join(vae_runs["straight"], "previews"))) == ["step_0000006.png",
+                                                                                 "step_0000012.png"]
+
+
+def test_resume_gives_identical_params(vae_runs):
+  r = vae_runs
+  assert int(r["final"].step) == int(r["again"].step) == 12
+  assert [m["step"] for m in _metrics(r["resumed"])] == [9, 12]
+  chex.assert_trees_all_equal(jax.device_get(r["again"].params), jax.device_get(r["final"].params))
+  chex.assert_trees_all_equal(jax.device_get(r["again"].ema_params), jax.device_get(r["final"].ema_params))
+
+
+def test_vae_checkpoint_sets_the_stage1_vae_to_the_runs_ema_params(vae_runs, monkeypatch):
+  config = micro_config(1)
+  config.init.vae_checkpoint = vae_runs["straight"]
+  assert uses_loaded_weights(config.init)
+  # Random init of the VAE only: the other networks are not touched by init.vae_checkpoint.
+  monkeypatch.setattr(init, "init_params", lambda models, model, rng: {
+      "vae": jax.jit(lambda k: init_vae_params(models.vae, model.resolution, k))(rng), "backbone": {"w": jnp.ones(2)}})
+  params = init.initial_params(config, build_models(config.model), jax.random.PRNGKey(1))
+  chex.assert_trees_all_equal(params["vae"], jax.device_get(vae_runs["final"].ema_params["vae"]))
+  chex.assert_trees_all_equal(params["backbone"], {"w": jnp.ones(2)})
+
+  config.init.vae = "/some/diffusers/vae"
+  with pytest.raises(ValueError, match="vae_checkpoint"):
+    init.initial_params(config, build_models(config.model), jax.random.PRNGKey(1))
+  config.init.vae = ""
+  config.model.vae.block_out_channels = (8, 16)
+  with pytest.raises(ValueError, match="do not match config.model"):
+    init.initial_params(config, build_models(config.model), jax.random.PRNGKey(1))
+
+
+def test_psnr_and_gradient_term():
+  x = jnp.zeros((2, 4, 4, 3))
+  chex.assert_trees_all_close(psnr(x, x + 0.2), jnp.full((2,), 10 * np.log10(4 / 0.04)), rtol=1e-5)
+  chex.assert_trees_all_close(psnr(x, x + 5.0), psnr(x, x + 1.0))  # reconstructions are clipped to [-1, 1]
+  chex.assert_trees_all_close(image_gradient_l1(x, x + 0.3), 0.0)
+  ramp = jnp.broadcast_to(jnp.arange(4.0)[None, None, :, None], x.shape)
+  chex.assert_trees_all_close(image_gradient_l1(x, ramp), 1.0)
