@@ -138,3 +138,21 @@ def test_user_error_from_the_command_line_has_no_traceback(files, tmp_path):
                         "--emotion=bored"], capture_output=True, text=True, cwd=REPO)
   assert run.returncode == 2
   assert "Traceback" not in run.stderr and run.stderr.strip().splitlines()[-1].startswith("error: "), run.stderr
+
+
+def test_demo_writes_an_mp4_per_emotion_and_a_contact_sheet(files):
+  from PIL import Image
+
+  from emodiff_jax.sampling.bundle import load_bundle
+  from emodiff_jax.sampling.demo import CELL, run_demo
+  from emodiff_jax.synth.expression import EMOTIONS
+
+  out = files["dir"] / "demo"
+  report = run_demo(load_bundle(files["bundle"]), PORTRAIT, files["audio"], str(out), seconds=0.5,
+                    intensities=(0.5, 1.0))
+  assert not report.failed and len(report.written) == 16
+  for emotion in EMOTIONS:
+    info = probe_mp4(str(out / f"{emotion}.mp4"))
+    assert info["num_frames"] == math.ceil(0.5 * 25) and abs(info["audio_seconds"] - 0.5) < 0.03
+  sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+  assert sheet.shape == (8 * CELL, 2 * 3 * CELL, 3)

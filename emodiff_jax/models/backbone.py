@@ -82,7 +82,8 @@ class Backbone(nn.Module):
       latents: `[B, T, h, w, C]`.
       timesteps: `[B]` (or a scalar), shared by the frames of a clip.
       encoder_hidden_states: `[B, L, D]` context of the SD cross-attention, shared by the frames.
-      reference: ReferenceNet features (entries `[B, L, C]`), or None for no reference attention.
+      reference: ReferenceNet features (entries `[B, L, C]`), or None for no reference attention; ignored
+        when the config has no reference attention (the ablation `configs/ablations/no_reference_attention.py`).
       audio_tokens: `[B, T, Ka, Ca]` from `AudioProjection`, or None.
       expression: `[B, T, De]` FLAME expression vectors, or None.
 
@@ -111,5 +112,6 @@ class Backbone(nn.Module):
         latents.reshape((b * t,) + latents.shape[2:]),
         jnp.repeat(jnp.broadcast_to(jnp.asarray(timesteps), (b,)), t),
         jnp.repeat(encoder_hidden_states, t, axis=0),
-        num_frames=t, reference=reference, audio_context=audio, expression_context=expr_tokens)
+        num_frames=t, reference=reference if c.unet.reference_attention else None, audio_context=audio,
+        expression_context=expr_tokens)
     return out.reshape((b, t) + out.shape[1:])

@@ -49,7 +49,7 @@ def build_models(model: ml_collections.ConfigDict, dtype: Any = jnp.float32) -> 
   unet2d = UNetConfig(**_tuples(model.unet))
   backbone_unet = dataclasses.replace(
       unet2d,
-      motion=MotionConfig(**_tuples(model.motion)),
+      motion=None if model.motion is None else MotionConfig(**_tuples(model.motion)),  # None: no temporal layers
       reference_attention=model.reference_attention,
       audio_context_dim=model.audio_proj.context_dim,
       expression_context_dim=unet2d.cross_attention_dim if model.expression.injection == "cross_attn" else None,

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import soundfile
 
 from emodiff_jax.input.media import read_video, write_video
 from emodiff_jax.input.portrait import load_speech
@@ -53,8 +54,14 @@ def contact_sheet(videos: dict[tuple[str, float], np.ndarray], moments: Sequence
 
 
 def run_demo(bundle: Bundle, image: str, audio: str, out_dir: str, seed: int = 0,
-             intensities: Sequence[float] = INTENSITIES) -> Report:
-  """Renders the demo into `out_dir` (finished renders are reused) and returns what `run_jobs` did."""
+             intensities: Sequence[float] = INTENSITIES, seconds: float = 0.0) -> Report:
+  """Renders the demo into `out_dir` (finished renders are reused) and returns what `run_jobs` did.
+  `seconds > 0` uses only the first `seconds` of the audio."""
+  if seconds > 0:
+    os.makedirs(out_dir, exist_ok=True)
+    trimmed = os.path.join(out_dir, f"speech_{seconds:g}s.wav")
+    soundfile.write(trimmed, load_speech(audio)[:int(seconds * 16000)], 16000)
+    audio = trimmed
   jobs = demo_jobs(image, audio, out_dir, seed, intensities)
   report = run_jobs(jobs, bundle, bundle.config.sampling, batch_size=len(jobs))
   if report.failed:

@@ -1,0 +1,68 @@
+"""Evaluates a checkpoint on the synthetic world's held-out identities (see emodiff_jax/eval/harness.py) and
+writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the oracle and baseline rows.
+
+  python -m launch.evaluate --checkpoint=data/checkpoints/synthetic --dataset=synthetic_talk --split=test \
+      --probe=/tmp/emodiff/probe.msgpack --out=/tmp/emodiff/eval
+  python -m launch.evaluate --oracle --probe=/tmp/emodiff/probe.msgpack --out=/tmp/emodiff/eval_oracle
+
+The probe comes from `python -m launch.train_probe`.
+"""
+
+import argparse
+import copy
+import os
+import sys
+
+DEFAULT_CHECKPOINT = os.path.join("data", "checkpoints", "synthetic")
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m launch.evaluate", description=__doc__.split("\n")[0])
+  p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="inference bundle folder")
+  p.add_argument("--dataset", default="synthetic_talk", choices=["synthetic_talk"])
+  p.add_argument("--split", default="test", choices=["train", "test"], help="identities to evaluate on")
+  p.add_argument("--probe", required=True, help="expression probe (launch.train_probe's msgpack)")
+  p.add_argument("--out", required=True, help="report folder")
+  p.add_argument("--oracle", action="store_true", help="evaluate the world itself instead of a checkpoint")
+  p.add_argument("--no-baselines", action="store_true", help="leave out the baseline rows")
+  p.add_argument("--clips-per-cell", type=int, default=2, help="clips per emotion and intensity")
+  p.add_argument("--seconds", type=float, default=2.0, help="length of each clip")
+  p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+  p.add_argument("--batch-size", type=int, default=8, help="clips sampled together")
+  p.add_argument("--emotions", default="", help="comma-separated subset of the 8 emotions (default: all)")
+  p.add_argument("--intensities", default="0,0.25,0.5,0.75,1", help="comma-separated requested intensities")
+  p.add_argument("--partitions", default="mead_like,hdtf_like", help="identity partitions to draw from")
+  p.add_argument("--seed", type=int, default=0)
+  return p
+
+
+def main(argv=None) -> int:
+  args = parser().parse_args(argv)
+  from emodiff_jax.emotion.probe import load_probe, probe_extractor
+  from emodiff_jax.eval import harness
+
+  partitions = tuple(args.partitions.split(","))
+  fns = {}
+  if not args.oracle:
+    from emodiff_jax.sampling.bundle import load_bundle
+    bundle = load_bundle(args.checkpoint)
+    sampling = copy.deepcopy(bundle.config.sampling)
+    if args.steps:
+      sampling.num_steps = args.steps
+    fns["model"] = harness.bundle_video_fn(bundle, sampling, args.batch_size)
+  fns["oracle"] = harness.oracle_video_fn(args.split, partitions)
+  if not args.no_baselines:
+    fns["reference_repeated"] = harness.reference_repeated_fn
+    fns["random_identity"] = harness.random_identity_fn(args.split, partitions)
+  results = harness.evaluate(
+      fns, probe_extractor(load_probe(args.probe)), split=args.split,
+      emotions=tuple(args.emotions.split(",")) if args.emotions else harness.EMOTIONS,
+      intensities=tuple(float(a) for a in args.intensities.split(",")), clips_per_cell=args.clips_per_cell,
+      seconds=args.seconds, seed=args.seed, partitions=partitions)
+  harness.write_report(results, args.out)
+  print(harness.markdown_table(results))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

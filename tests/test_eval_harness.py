@@ -1,0 +1,123 @@
+"""The evaluation harness (`emodiff_jax/eval/harness.py`), `launch.evaluate` and the ablation configs.
+
+The harness is checked on the synthetic world with a probe that is exact by construction (frames looked
+up by their bytes), so the oracle must score the upper bound and the baselines must fail where they should.
+"""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import synthetic_stage2
+from emodiff_jax.eval import ablate, harness
+from emodiff_jax.models.build import abstract_params, build_models
+from tests.train_configs import micro_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = dict(intensities=(0.0, 0.5, 1.0), clips_per_cell=1, seconds=1.2, seed=0, classifier_clips=2)
+
+
+@pytest.fixture(scope="module")
+def baseline_results():
+  """The oracle and both baselines, measured by a probe exact on the world by construction: every frame the
+  harness renders is recorded with its expression, and the probe looks frames up by their bytes."""
+  seen = {}
+  render = harness.render_frames
+
+  def recording(identity, expressions, resolution=64):
+    frames = render(identity, expressions, resolution)
+    for f, e in zip(frames, expressions):
+      seen[f.tobytes()] = np.asarray(e, np.float32)
+    return frames
+
+  exact_probe = lambda frames: np.stack([seen[f.tobytes()] for f in frames])
+  fns = {"oracle": harness.oracle_video_fn(), "reference_repeated": harness.reference_repeated_fn,
+         "random_identity": harness.random_identity_fn()}
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(harness, "render_frames", recording)
+    return harness.evaluate(fns, exact_probe, **SETTINGS)
+
+
+def test_oracle_with_exact_probe_reaches_the_upper_bound(baseline_results):
+  oracle = baseline_results["methods"]["oracle"]["overall"]
+  assert oracle["accuracy"] == 1.0
+  assert oracle["spearman_min"] >= 0.95
+  assert oracle["sync_correlation"] >= 0.6 and abs(oracle["sync_offset"]) <= 1
+  assert oracle["expression_l2"] < 1e-5
+  assert oracle["identity_similarity"] > 0.9
+
+
+def test_baselines_fail_where_they_should(baseline_results):
+  methods = baseline_results["methods"]
+  oracle, repeated, swapped = (methods[k]["overall"] for k in ("oracle", "reference_repeated", "random_identity"))
+  assert abs(repeated["sync_correlation"]) < 0.2
+  assert not (repeated["spearman"] or 0.0) >= oracle["spearman"] - 0.5  # constant: undefined or low
+  assert repeated["fd_probe"] > oracle["fd_probe"] and swapped["fd_face"] > oracle["fd_face"]
+  assert swapped["identity_similarity"] < oracle["identity_similarity"]
+  assert swapped["sync_correlation"] < oracle["sync_correlation"] - 0.3  # its own audio, not the request's
+
+
+def test_report_files_are_written_and_parse(baseline_results, tmp_path):
+  paths = harness.write_report(baseline_results, str(tmp_path))
+  with open(paths["metrics.json"]) as f:
+    data = json.load(f)
+  assert set(data["methods"]) == {"oracle", "reference_repeated", "random_identity"}
+  table = open(paths["metrics.md"]).read().splitlines()
+  assert table[0].startswith("| method | emotion |")
+  assert sum(row.startswith("| oracle |") for row in table) == len(harness.EMOTIONS) + 1
+  assert any(row.startswith("| random_identity | overall |") for row in table)
+  image = np.asarray(Image.open(paths["intensity.png"]))
+  assert image.ndim == 3 and image.std() > 0
+
+
+@pytest.mark.slow
+def test_launch_evaluate_on_micro_bundle_writes_the_report(tmp_path):
+  from emodiff_jax.emotion import probe
+  from tests.inference_fixtures import write_micro_bundle
+  bundle = write_micro_bundle(str(tmp_path / "bundle"))
+  params = probe.ExpressionProbe().init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))["params"]
+  probe.save_probe(probe.ProbeState(params, np.zeros(18, np.float32), np.ones(18, np.float32)),
+                   str(tmp_path / "probe.msgpack"))
+  out = tmp_path / "report"
+  subprocess.run([sys.executable, "-m", "launch.evaluate", f"--checkpoint={bundle}", "--dataset=synthetic_talk",
+                  "--split=test", f"--probe={tmp_path / 'probe.msgpack'}", f"--out={out}", "--clips-per-cell=1",
+                  "--seconds=0.4", "--steps=2", "--emotions=neutral,happy", "--intensities=0,1"],
+                 cwd=ROOT, check=True)
+  assert sorted(os.listdir(out)) == ["intensity.png", "metrics.json", "metrics.md"]
+  assert "model" in json.load(open(out / "metrics.json"))["methods"]
+
+
+@pytest.mark.parametrize("name", ablate.ABLATIONS)
+def test_ablation_config_builds_and_changes_only_its_field(name):
+  config = importlib.import_module(f"configs.ablations.{name}").get_config()
+  base = synthetic_stage2.get_config()
+  assert ablate.config_diff(base, config) == ablate.CHANGES[name]
+  assert ablate.config_diff(ablate.ablated(base, name), config) == {}
+  params = abstract_params(build_models(config.model), config.model, config.num_frames)
+  assert params["backbone"]
+
+
+def test_ablation_changes_follow_command_line_overrides_of_the_base():
+  base = synthetic_stage2.get_config()
+  base.train.steps = 7
+  config = ablate.ablated(base, "no_temporal")
+  assert config.train.steps == 7 and config.model.motion is None and base.model.motion is not None
+
+
+@pytest.mark.slow
+def test_no_temporal_ablation_trains_and_scores_a_heldout_loss(tmp_path):
+  base = micro_config(2, batch_size=2)
+  base.train.steps = 2
+  base.train.log_every = 1
+  rows = ablate.run_ablations(base, ["no_temporal"], str(tmp_path))
+  row = rows["no_temporal"]
+  assert row["steps"] == 2 and np.isfinite(row["train_loss"]) and np.isfinite(row["heldout_loss"])
+  paths = ablate.write_table(rows, str(tmp_path))
+  assert "| no_temporal |" in open(paths["ablations.md"]).read()
