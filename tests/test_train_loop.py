@@ -14,7 +14,9 @@ import jax
 import numpy as np
 import pytest
 
+from emodiff_jax.models.build import build_models
 from emodiff_jax.train.checkpoint import RunCheckpoints
+from emodiff_jax.train.init import initial_params
 from emodiff_jax.train.loop import NonFiniteError, train
 from tests.train_configs import micro_config
 
@@ -64,6 +66,17 @@ def test_run_writes_metrics_with_mfu_and_saves_its_config(stage1_runs):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(stage1_runs["straight"], "tb")))
   saved = RunCheckpoints(stage1_runs["straight"], read_only=True).config(6)
   assert saved.stage == 1 and saved.model.resolution == 16
+
+
+def test_stage2_initial_params_are_the_stage1_runs_ema_and_vae(stage1_runs):
+  """`init.stage1_checkpoint` alone (no training): ReferenceNet and backbone from the stage-1 EMA, its VAE."""
+  config = micro_config(2, batch_size=2, num_frames=4)
+  config.init.stage1_checkpoint = stage1_runs["straight"]
+  params = jax.device_get(initial_params(config, build_models(config.model), jax.random.key(0)))
+  stage1 = jax.device_get(stage1_runs["final"])
+  chex.assert_trees_all_equal(params["reference_net"], stage1.ema_params["reference_net"])
+  chex.assert_trees_all_equal(params["backbone"], stage1.ema_params["backbone"])
+  chex.assert_trees_all_equal(params["vae"], stage1.params["vae"])
 
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)
@@ -133,7 +146,7 @@ def test_loss_falls_on_the_synthetic_configs(stage, tmp_path):
   from configs import synthetic_stage1, synthetic_stage2
 
   config = (synthetic_stage1 if stage == 1 else synthetic_stage2).get_config()
-  config.train.preview_every, config.train.log_every = 0, 10
+  config.train.preview_every, config.train.log_every, config.train.steps = 0, 10, 300
   train(config, str(tmp_path))
   losses = [x["loss"] for x in _metrics(str(tmp_path))]
   first, last = np.mean(losses[:5]), np.mean(losses[-5:])

@@ -77,7 +77,10 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   nets = {"reference_net": params["reference_net"], "backbone": params["backbone"]}
   abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
   want = {"params": {"vae": abstract(params["vae"])}}
-  want["ema_params" if use_ema else "params"].update(abstract(nets))
+  if use_ema:
+    want["ema_params"] = abstract(nets)
+  else:
+    want["params"].update(abstract(nets))
   restored = ckpt.restore_subtree(step, want)
   ckpt.close()
   out = dict(params)
