@@ -22,10 +22,13 @@ def main() -> int:
   p.add_argument("--audio", default=os.path.join(EXAMPLES, "speech.wav"))
   p.add_argument("--out", default="demo_out")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--seconds", type=float, default=4.0, help="length of audio used (0: all of it)")
+  p.add_argument("--seconds", type=float, default=3.0, help="length of audio used (0: all of it)")
+  p.add_argument("--steps", type=int, default=15, help="denoising steps (0: the checkpoint's)")
   args = p.parse_args()
-  report = run_demo(load_bundle(args.checkpoint), args.image, args.audio, args.out, args.seed,
-                    seconds=args.seconds)
+  bundle = load_bundle(args.checkpoint)
+  if args.steps:
+    bundle.config.sampling.num_steps = args.steps
+  report = run_demo(bundle, args.image, args.audio, args.out, args.seed, seconds=args.seconds)
   for out, message in report.failed:
     print(f"error: {message}", file=sys.stderr)
   if report.failed:
