@@ -156,3 +156,22 @@ def test_demo_writes_an_mp4_per_emotion_and_a_contact_sheet(files):
     assert info["num_frames"] == math.ceil(0.5 * 25) and abs(info["audio_seconds"] - 0.5) < 0.03
   sheet = np.asarray(Image.open(out / "contact_sheet.png"))
   assert sheet.shape == (8 * CELL, 2 * 3 * CELL, 3)
+
+
+def test_jobs_are_sharded_over_devices_and_match_the_single_device_render(files, first_render, tmp_path):
+  """Two jobs as one batch over 2 simulated devices (`data` axis, one example each): the seed-0 job gives the
+  frames of the single-device render of the same job, the seed-1 job other frames."""
+  jobs = tmp_path / "jobs.jsonl"
+  outs = [str(tmp_path / f"d{i}.mp4") for i in range(2)]
+  jobs.write_text("".join(json.dumps(dict(image=PORTRAIT, audio=files["audio"], out=o, emotion="happy",
+                                          intensity=0.7, seed=i)) + "\n" for i, o in enumerate(outs)))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  code = ("import jax, sys; from emodiff_jax.sampling.cli import main; assert jax.device_count() == 2; "
+          "sys.exit(main(sys.argv[1:]))")
+  run = subprocess.run([sys.executable, "-c", code, f"--checkpoint={files['bundle']}", f"--jobs={jobs}",
+                        "--batch-size=2"], capture_output=True, text=True, cwd=REPO, env=env)
+  assert run.returncode == 0, run.stderr[-3000:]
+  single = read_video(first_render)[0].astype(int)
+  same, other = (np.abs(read_video(o)[0].astype(int) - single) for o in outs)
+  assert same.mean() < 0.5 and same.max() <= 8, (same.mean(), same.max())
+  assert other.mean() > 2, other.mean()
