@@ -17,8 +17,8 @@ generated in the context of the previous ones through the temporal attention, wi
 seam; only the new frames are emitted. Only one window's latents live at a time, so memory does not
 grow with the length of the audio.
 
-Randomness: window w of an example with key `k` draws its initial noise from `fold_in(k, 2w)` and its
-motion-frame noise from `fold_in(k, 2w + 1)`, so an example's frames do not depend on the others in its
+Randomness: window w of an example with key `k` draws its initial noise from `k_w = fold_in(k, 2w)` and
+its motion-frame noise from `fold_in(k_w, 1)`, so an example's frames do not depend on the others in its
 batch, and a resumed render reproduces the frames of an uninterrupted one.
 """
 
