@@ -29,7 +29,7 @@ from tqdm import tqdm
 from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
 from emodiff_jax.emotion.gan_train import GANState, create_gan_state, make_gan_step, model_config
 from emodiff_jax.models.expression_gan import init_params
-from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
+from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_on_first_device, abstract_with_shardings
 from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.step import jit_train_step
@@ -117,8 +117,6 @@ def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
   config = ckpt.config(step)
   abstract = jax.eval_shape(lambda k: init_params(model_config(config), k)[0], jax.random.key(0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  g_params = ckpt.restore_subtree(step, {"g_params": abstract_with_shardings(
-      abstract, jax.tree.map(lambda _: device, abstract))})["g_params"]
+  g_params = ckpt.restore_subtree(step, {"g_params": abstract_on_first_device(abstract)})["g_params"]
   ckpt.close()
   return config, g_params

@@ -24,8 +24,6 @@ held-out identities x 22 conditions (11,088 frames; lowest: lip_stretch 0.82, li
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -36,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from emodiff_jax.atomic_io import write_bytes
 from emodiff_jax.synth.expression import COEFFICIENTS, EXPRESSION_DIM
 from emodiff_jax.synth.identity import identity_indices
 from emodiff_jax.synth.world import ClipSpec, generate_clip, list_clips
@@ -196,18 +195,10 @@ def probe_extractor(state: ProbeState, batch_size: int = 256) -> Callable[[np.nd
 
 
 def save_probe(state: ProbeState, path: str) -> None:
-  """Writes `state` as flax msgpack to `path` atomically (temp file in the same folder, then `os.replace`)."""
+  """Writes `state` as flax msgpack to `path` atomically (`atomic_io.write_bytes`)."""
   data = flax.serialization.msgpack_serialize(
       {"params": state.params, "mean": np.asarray(state.mean), "std": np.asarray(state.std)})
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".probe-", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  write_bytes(path, data)
 
 
 def load_probe(path: str) -> ProbeState:

@@ -31,7 +31,7 @@ from emodiff_jax.emotion.gan_train import model_config
 from emodiff_jax.models.build import Models, abstract_params, build_models
 from emodiff_jax.models.expression_gan import init_params as gan_init_params
 from emodiff_jax.sampling.video import sampling_config
-from emodiff_jax.train.checkpoint import RunCheckpoints
+from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_on_first_device
 from emodiff_jax.train.partition import trainable_labels
 from emodiff_jax.train.state import ema_modules
 
@@ -93,11 +93,9 @@ def _stage2_params(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, A
     raise BundleError(f"{workdir}: a stage-{config.stage} run; bundles are made from stage-2 runs")
   abstract = abstract_params(build_models(config.model), config.model, config.num_frames)
   ema = ema_modules(trainable_labels(abstract, 2)) if config.optim.ema_decay > 0 else ()
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  spec = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), t)
-  want = {"params": spec(abstract)}
+  want = {"params": abstract_on_first_device(abstract)}
   if ema:
-    want["ema_params"] = spec({k: abstract[k] for k in ema})
+    want["ema_params"] = abstract_on_first_device({k: abstract[k] for k in ema})
   restored = ckpt.restore_subtree(step, want)
   ckpt.close()
   params = dict(restored["params"])

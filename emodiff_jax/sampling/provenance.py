@@ -14,8 +14,9 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from typing import Any, Optional
+
+from emodiff_jax.atomic_io import write_bytes
 
 _CHUNK = 1 << 20
 _PACKAGES = {"jax": "jax", "jaxlib": "jaxlib", "flax": "flax", "numpy": "numpy", "emodiff_jax": "emodiff-jax"}
@@ -86,7 +87,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_sidecar(out_path: str, *, config: dict, seed: int, checkpoint_dir: str,
                   inputs: dict[str, str]) -> str:
-  """Writes `<out_path>.json` atomically (temp file, then `os.replace`) and returns its path.
+  """Writes `<out_path>.json` atomically (`atomic_io.write_bytes`) and returns its path.
 
   Args:
     out_path: the rendered video.
@@ -105,15 +106,7 @@ def write_sidecar(out_path: str, *, config: dict, seed: int, checkpoint_dir: str
       git=_git())
   text = json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n"
   path = sidecar_path(out_path)
-  fd, tmp = tempfile.mkstemp(suffix=".json", prefix=".tmp_", dir=os.path.dirname(os.path.abspath(path)))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  write_bytes(path, text.encode())
   return path
 
 

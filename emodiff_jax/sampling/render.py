@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from collections import defaultdict
@@ -26,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from emodiff_jax.atomic_io import write_bytes
 from emodiff_jax.emotion.condition import generated_expressions, parse_mix
 from emodiff_jax.input.media import MediaError
 from emodiff_jax.input.portrait import Portrait, load_portrait, load_speech
@@ -186,9 +188,9 @@ def _motion_path(writer: SegmentWriter, w: int) -> str:
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:
-  tmp = f"{path}.tmp.npy"
-  np.save(tmp, array)
-  os.replace(tmp, path)
+  buf = io.BytesIO()
+  np.save(buf, array)
+  write_bytes(path, buf.getvalue())
 
 
 @dataclasses.dataclass

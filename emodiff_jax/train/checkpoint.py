@@ -25,6 +25,12 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+def abstract_on_first_device(tree: Any) -> Any:
+  """`abstract_with_shardings` placing every leaf on the first local device (reading a run for inference)."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return abstract_with_shardings(tree, jax.tree.map(lambda _: device, tree))
+
+
 class RunCheckpoints:
   """The `CheckpointManager` of one workdir."""
 

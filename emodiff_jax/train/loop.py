@@ -46,6 +46,18 @@ class NonFiniteError(RuntimeError):
   """Too many consecutive steps with a non-finite loss or gradient."""
 
 
+def save_if_good(ckpt: RunCheckpoints, done: int, state: TrainState, data_iter: Any,
+                 config: ml_collections.ConfigDict) -> None:
+  """After step `done`: NonFiniteError after `train.max_bad_steps` non-finite steps in a row (nothing saved,
+  so the last checkpoint is the last good state); otherwise `ckpt.save` when the step was applied."""
+  if int(state.bad_steps) >= config.train.max_bad_steps:
+    ckpt.wait()
+    raise NonFiniteError(f"{config.train.max_bad_steps} consecutive steps had a non-finite loss or gradient "
+                         f"(step {done}); the last checkpoint in {ckpt.directory} is the last good state")
+  if int(state.bad_steps) == 0:
+    ckpt.save(done, state, data_iter, config)
+
+
 def _config_checks(config: ml_collections.ConfigDict) -> None:
   want = {1: "image", 2: "clip"}.get(config.stage)
   if want is None:
@@ -112,12 +124,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
       window_steps += 1
       bar.update(1)
       pending.append(metrics)
-      if int(state.bad_steps) >= config.train.max_bad_steps:
-        ckpt.wait()
-        raise NonFiniteError(f"{config.train.max_bad_steps} consecutive steps had a non-finite loss or gradient "
-                             f"(step {done}); the last checkpoint in {ckpt.directory} is the last good state")
-      if int(state.bad_steps) == 0:
-        ckpt.save(done, state, data_iter, config)
+      save_if_good(ckpt, done, state, data_iter, config)
       if done % config.train.log_every == 0 or done == config.train.steps:
         seconds = (time.perf_counter() - window_start) / window_steps
         stacked = jax.device_get(pending)

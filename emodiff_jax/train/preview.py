@@ -5,13 +5,14 @@ sampled by the current model (DDIM, conditional, no guidance) under them, as a P
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+from emodiff_jax.atomic_io import write_bytes
 
 from emodiff_jax.sampling.loop import sample
 from emodiff_jax.train.objective import DiffusionObjective
@@ -62,10 +63,7 @@ def preview_grid(reference: np.ndarray, truth: np.ndarray, sampled: np.ndarray) 
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-  """Atomic PNG write (temporary file, then rename)."""
+  """Atomic PNG write (`atomic_io.write_bytes`)."""
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format="PNG")
-  tmp = f"{path}.tmp"
-  with open(tmp, "wb") as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+  write_bytes(path, buf.getvalue())

@@ -38,8 +38,8 @@ from emodiff_jax.input import pipeline
 from emodiff_jax.models.build import build_models
 from emodiff_jax.models.vae import AutoencoderKL
 from emodiff_jax.train import preview
-from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
-from emodiff_jax.train.loop import NonFiniteError
+from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_on_first_device, abstract_with_shardings
+from emodiff_jax.train.loop import save_if_good
 from emodiff_jax.train.optimizer import learning_rate, make_optimizer
 from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
@@ -197,12 +197,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
       done += 1
       bar.update(1)
       pending.append(metrics)
-      if int(state.bad_steps) >= config.train.max_bad_steps:
-        ckpt.wait()
-        raise NonFiniteError(f"{config.train.max_bad_steps} consecutive steps had a non-finite loss or gradient "
-                             f"(step {done}); the last checkpoint in {ckpt.directory} is the last good state")
-      if int(state.bad_steps) == 0:
-        ckpt.save(done, state, data_iter, config)
+      save_if_good(ckpt, done, state, data_iter, config)
       if done % config.train.log_every == 0 or done == config.train.steps:
         scalars = _window_scalars(jax.device_get(pending), time.perf_counter() - window_start, state)
         scalars.update(_prefixed("batch", metrics_fn(state.params["vae"], batch)))
@@ -243,9 +238,7 @@ def load_vae(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
   config = ckpt.config(step)
   abstract = jax.eval_shape(lambda k: init_vae_params(build_vae(config), config.model.resolution, k),
                             jax.random.PRNGKey(0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   which = "ema_params" if config.optim.ema_decay > 0 else "params"
-  restored = ckpt.restore_subtree(step, {which: {"vae": abstract_with_shardings(
-      abstract, jax.tree.map(lambda _: device, abstract))}})
+  restored = ckpt.restore_subtree(step, {which: {"vae": abstract_on_first_device(abstract)}})
   ckpt.close()
   return config, restored[which]["vae"]
