@@ -2,10 +2,12 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-12)
+SETUP_HASH := $(shell cat setup.py | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(SETUP_HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(SETUP_HASH)
 SYSTEM_TOOLS := ffmpeg espeak-ng sox
 
-.PHONY: setup system demo checkpoint test test-slow bench clean
+.PHONY: setup setup-test system demo checkpoint test test-slow bench clean
 
 # Debian tools: ffmpeg (codecs), espeak-ng (real speech for tests), sox.
 system:
@@ -15,15 +17,23 @@ system:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_TOOLS) >/dev/null; \
 	fi
 
+# The runtime (what `make demo` and `make checkpoint` need); the test extras (torch, diffusers, pytest)
+# only for tests and benchmarks.
 $(STAMP): setup.py
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned, so nothing later pulls a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e .
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
+# torch first, pinned, so nothing later pulls a CUDA build.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $(TEST_STAMP)
+
 setup: system $(STAMP)
+
+setup-test: setup $(TEST_STAMP)
 
 # The embedded default: the shipped synthetic checkpoint renders the 8 emotions x 3 intensities.
 demo: setup
@@ -42,15 +52,15 @@ checkpoint: setup
 	  --out=data/checkpoints/synthetic
 
 # pytest exit 5 (no tests collected) is a failure, not a pass.
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-test-slow: setup
+test-slow: setup-test
 	$(BIN)/python -m pytest -q -m slow --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 1; fi; exit $$rc
 
-bench: setup
+bench: setup-test
 	$(BIN)/python -m benchmarks.unet_step
 
 clean:

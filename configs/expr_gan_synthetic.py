@@ -20,6 +20,7 @@ CPU (data and compilation included; 10-20 steps/s), plot 13 s. Its generator
 
   python -m launch.train_expr --config=configs/expr_gan_synthetic.py --workdir=/tmp/emodiff/expr_gan
   python -m launch.plot_expr --workdir=/tmp/emodiff/expr_gan --out=expr.png
+  python -m launch.eval_expr --workdir=/tmp/emodiff/expr_gan --out=/tmp/emodiff/expr_eval
 
 Overrides work on every field, e.g. `--config.model.gan_loss=hinge --config.train.steps=4000`.
 """

@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     if args.steps:
       sampling.num_steps = args.steps
     fns["model"] = harness.bundle_video_fn(bundle, sampling, args.batch_size)
+    fns["vae_roundtrip"] = harness.vae_roundtrip_fn(bundle, args.split, partitions)
   fns["oracle"] = harness.oracle_video_fn(args.split, partitions)
   if not args.no_baselines:
     fns["reference_repeated"] = harness.reference_repeated_fn

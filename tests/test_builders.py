@@ -220,10 +220,18 @@ def test_hdtf_build(tmp_path):
   assert train["hdtf/WRA_Alice_001"]["num_frames"] == 20
 
 
-def test_synthetic_talk_tiny_roundtrip(tmp_path):
-  from emodiff_jax.synth import world
-  builder = data.synthetic_talk.Builder(data_dir=str(tmp_path), config="tiny")
+@pytest.fixture(scope="module")
+def synthetic_tiny(tmp_path_factory):
+  """`synthetic_talk/tiny` built to ArrayRecord: (builder, data_dir)."""
+  data_dir = str(tmp_path_factory.mktemp("synthetic_tfds"))
+  builder = data.synthetic_talk.Builder(data_dir=data_dir, config="tiny")
   builder.download_and_prepare(file_format="array_record")
+  return builder, data_dir
+
+
+def test_synthetic_talk_tiny_roundtrip(synthetic_tiny):
+  from emodiff_jax.synth import world
+  builder, tmp_path = synthetic_tiny
   test = _by_id(tfds.data_source("synthetic_talk", data_dir=str(tmp_path), builder_kwargs={
       "config": "tiny"})["test"])
   cfg = builder.builder_config
@@ -236,3 +244,39 @@ def test_synthetic_talk_tiny_roundtrip(tmp_path):
   np.testing.assert_allclose(records.audio_float(rec)[:len(clip.audio)],
                              np.clip(clip.audio[:cfg.num_frames * 640], -1, 1), atol=1 / 32767)
   assert rec["has_expression"] and rec["source"] == b"mead_like"
+
+
+def test_expression_gan_data_from_the_built_synthetic_talk_records(synthetic_tiny):
+  from configs import expr_gan_synthetic
+  from emodiff_jax.emotion import gan_eval
+  _, data_dir = synthetic_tiny
+  config = expr_gan_synthetic.get_config()
+  config.data.update(source="records", num_frames=8,
+                     records=dict(name="synthetic_talk/tiny", data_dir=data_dir, split="train"))
+  train, test = gan_eval.evaluation_data(config)
+  reader = records.RecordReader("synthetic_talk/tiny", "test", data_dir)
+  assert len(test) == 2 * len(reader)  # 16-frame clips -> two 8-frame windows each
+  rec = reader[0]
+  np.testing.assert_array_equal(test.expression[0], rec["expression"][:8])
+  np.testing.assert_array_equal(test.expression[1], rec["expression"][8:16])
+  assert test.emotion[0] == rec["emotion"] and test.level[0] == rec["level"]
+  assert len(train) == 2 * len(records.RecordReader("synthetic_talk/tiny", "train", data_dir))
+  assert set(train.emotion.tolist()) == set(range(8))
+
+
+def test_the_expression_probe_is_the_builders_extractor(mead_tree):
+  import jax
+  from emodiff_jax.emotion.probe import NUM_COEFFS, RESOLUTION, ExpressionProbe, ProbeState, probe_extractor
+  params = ExpressionProbe().init(jax.random.key(0), np.zeros((1, RESOLUTION, RESOLUTION, 3), np.float32))["params"]
+  extract = probe_extractor(ProbeState(params, np.linspace(-1, 1, NUM_COEFFS), np.full(NUM_COEFFS, 2.0)))
+  clip = os.path.join(mead_tree, "M001", "{}", "neutral", "level_1", "001.{}")
+  src = clip_builder.ClipSource(video=clip.format("video/front", "mp4"), audio=clip.format("audio", "m4a"),
+                                clip_id="c", identity="M001", dataset="mead", source="mead")
+  records.set_expression_extractor(extract)
+  try:
+    rec = clip_builder.build_record(src, clip_builder.ClipOptions(), clip_builder.face_crop.HaarFaceDetector())
+  finally:
+    records.set_expression_extractor(None)
+  assert rec["has_expression"] and rec["expression"].shape == (rec["num_frames"], DIM)
+  np.testing.assert_allclose(rec["expression"], extract(records.decode_frames(rec)), rtol=1e-5, atol=1e-6)
+  assert np.abs(rec["expression"][:, :NUM_COEFFS]).min() > 0 and not rec["expression"][:, NUM_COEFFS:].any()

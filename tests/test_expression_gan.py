@@ -1,5 +1,6 @@
 """Expression GAN: the modules, its data, a short training run and (slow) training to the targets."""
 
+import json
 import time
 
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import expr_gan_synthetic
-from emodiff_jax.emotion import gan_train
+from emodiff_jax.emotion import gan_eval, gan_train
 from emodiff_jax.emotion.expression_data import record_trajectories, synthetic_trajectories
 from emodiff_jax.models.expression_gan import (
   ExpressionDiscriminator,
@@ -135,23 +136,39 @@ def test_short_training_raises_generator_classification_accuracy(small_data):
 def test_trains_to_emotion_intensity_and_neutral_targets():
   config = expr_gan_synthetic.get_config()
   start = time.time()
-  data = config.data
-  train = synthetic_trajectories("train", data.clips_per_condition, data.num_frames, data.seed, data.partitions)
-  test = synthetic_trajectories("test", data.test_clips_per_condition, data.num_frames, data.seed, data.partitions)
+  train, test = gan_eval.evaluation_data(config)
   state, _ = gan_train.train_gan(config, train, config.train.steps)
   trained = time.time()
-  classifier = gan_train.train_emotion_classifier(config, train)
-  accuracy = gan_train.emotion_accuracy(config, state.g_params, classifier, test)
-  intensity = gan_train.intensity_eval(config, state.g_params, test, config.eval.num_alphas,
-                                       config.eval.num_samples)
+  result = gan_eval.evaluate_generator(config, state.g_params, train, test)
   print(f"\ndata + {config.train.steps} GAN steps: {trained - start:.0f} s, evaluation: {time.time() - trained:.0f} s")
-  print("emotion accuracy (held-out clips' conditions):", accuracy)
-  for name, r in intensity.items():
-    print(f"{name:10s} spearman {r['spearman']:.3f}  projection alpha 0/0.5/1 "
-          f"{r['projection'][0]:+.3f}/{r['projection'][len(r['projection']) // 2]:+.3f}/{r['projection'][-1]:+.3f}"
-          f"  span {r['span']:.3f}  neutral band [{r['neutral_band'][0]:+.3f}, {r['neutral_band'][1]:+.3f}]"
-          f"  alpha 0 in band: {r['alpha0_in_band']} ({r['alpha0_fraction_in_band']:.0%} of samples)")
-  assert accuracy["real_accuracy"] >= 0.95
-  assert accuracy["accuracy"] >= 0.9
-  assert min(r["spearman"] for r in intensity.values()) >= 0.95
-  assert all(r["alpha0_in_band"] for r in intensity.values())
+  print(gan_eval.markdown_report(result))
+  assert result["accuracy"]["real_accuracy"] >= 0.95
+  assert all(t["met"] for t in result["targets"].values()), result["targets"]
+
+
+def test_an_untrained_generator_misses_the_targets_and_the_report_says_so(small_data, tmp_path):
+  config = small_config()
+  config.classifier.steps, config.eval.num_alphas, config.eval.num_samples = 100, 3, 4
+  g_params = init_params(gan_train.model_config(config), jax.random.key(0))[0]
+  result = gan_eval.evaluate_generator(config, g_params, small_data, small_data)
+  assert result["accuracy"]["real_accuracy"] > 0.5  # the classifier itself works on real trajectories
+  assert result["accuracy"]["accuracy"] < 0.5 and not result["targets"]["accuracy"]["met"]
+  assert sorted(result["intensity"]) == sorted(EMOTIONS[1:])
+  paths = gan_eval.write_report(result, str(tmp_path))
+  assert json.loads(open(paths["json"]).read())["targets"]["accuracy"]["met"] is False
+  assert "| accuracy |" in open(paths["markdown"]).read() and "| NO |" in open(paths["markdown"]).read()
+
+
+def test_eval_expr_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+  from launch import eval_expr
+  assert eval_expr.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "nope" in err
+
+
+@pytest.mark.slow
+def test_the_shipped_checkpoints_generator_meets_the_targets(tmp_path):
+  from launch import eval_expr
+  assert eval_expr.main(["--out", str(tmp_path)]) == 0
+  result = json.loads((tmp_path / "metrics.json").read_text())
+  assert all(t["met"] for t in result["targets"].values()), result["targets"]

@@ -28,7 +28,8 @@ every emotion at several intensities, measures them with an expression probe (`e
 [T, H', W', 3]` (T = S / 640; frames are resized to the world's resolution). A `VideoFn` may also offer
 `generate_batch(calls) -> list of frames` for a list of such argument tuples. Provided: `bundle_video_fn`
 (the inference path, `sampling.render`), `oracle_video_fn` (the world itself: the upper bound),
-`reference_repeated_fn` and `random_identity_fn` (baselines). `write_report` writes `metrics.json`,
+`vae_roundtrip_fn` (the world through a bundle's VAE: the ceiling for that VAE), `reference_repeated_fn`
+and `random_identity_fn` (baselines). `write_report` writes `metrics.json`,
 `metrics.md` and `intensity.png`.
 """
 
@@ -43,6 +44,8 @@ import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 import soundfile
 from PIL import Image, ImageDraw, ImageFont
@@ -168,6 +171,29 @@ def oracle_video_fn(split: str = "test", partitions: Sequence[str] = PARTITIONS,
                     resolution: int = RESOLUTION) -> VideoFn:
   """The world's own clip for the request (identity found from the reference): the upper bound."""
   return _Oracle(split, partitions, resolution)
+
+
+class _VaeRoundtrip(_Oracle):
+  """The oracle's frames through a bundle's VAE (encoder mean, then decoder)."""
+
+  def __init__(self, bundle: Any, split: str, partitions: Sequence[str]):
+    from emodiff_jax.sampling.video import VideoSampler  # the inference stack is only needed here
+    super().__init__(split, partitions, bundle.config.model.resolution)
+    self.sampler = VideoSampler(bundle.models(), bundle.config.diffusion, bundle.config.sampling,
+                                bundle.config.audio_margin)
+    self.params = bundle.params
+    self.encode = jax.jit(lambda params, images: self.sampler.objective.encode(params["vae"], images, None))
+
+  def __call__(self, reference, audio, emotion, intensity, seed):
+    frames = super().__call__(reference, audio, emotion, intensity, seed)
+    latents = self.encode(self.params, jnp.asarray(frames, jnp.float32) / 127.5 - 1.0)
+    return self.sampler.decode_frames(self.params, latents)
+
+
+def vae_roundtrip_fn(bundle: Any, split: str = "test", partitions: Sequence[str] = PARTITIONS) -> VideoFn:
+  """The world's own clip encoded and decoded by `bundle`'s VAE: the ceiling of any model using that VAE
+  (what the autoencoder alone loses of expression, sync and identity)."""
+  return _VaeRoundtrip(bundle, split, partitions)
 
 
 def random_identity_fn(split: str = "test", partitions: Sequence[str] = PARTITIONS,
