@@ -3,8 +3,12 @@ leaves a half-written file and an existing one stays whole until the new one is 
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+
+import numpy as np
+from PIL import Image
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -18,3 +22,10 @@ def write_bytes(path: str, data: bytes) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+  """Writes uint8 `image [H, W, 3]` (or `[H, W]`) to `path` as PNG, atomically."""
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  write_bytes(path, buf.getvalue())

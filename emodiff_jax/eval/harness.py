@@ -64,7 +64,7 @@ from emodiff_jax.synth.expression import COEFFICIENTS, EMOTIONS, EXPRESSION_DIM,
 from emodiff_jax.synth.identity import identity_indices, make_identity
 from emodiff_jax.synth.render import render_frames
 from emodiff_jax.synth.trajectory import expression_trajectory
-from emodiff_jax.train.preview import write_png
+from emodiff_jax.atomic_io import write_png
 
 VideoFn = Callable[[np.ndarray, np.ndarray, str, float, int], np.ndarray]
 ProbeFn = Callable[[np.ndarray], np.ndarray]

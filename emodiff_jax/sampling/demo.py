@@ -21,7 +21,7 @@ from emodiff_jax.sampling.render import Job, Report, run_jobs
 from emodiff_jax.sampling.video import FPS
 from emodiff_jax.synth.expression import EMOTIONS
 from emodiff_jax.synth.preview import label
-from emodiff_jax.train.preview import write_png
+from emodiff_jax.atomic_io import write_png
 
 INTENSITIES = (0.25, 0.5, 1.0)
 CELL = 128  # pixels per contact-sheet cell

@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 
+from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input.media import write_video
 from emodiff_jax.synth import world
 from emodiff_jax.synth.expression import EMOTIONS, INDEX, LEVELS
@@ -45,10 +46,7 @@ def write_preview(out_dir: str, identity: int = 0, resolution: int = 64, num_fra
   """Writes `contact_sheet.png` and one mp4 (with audio) per emotion at level 3; returns the paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, "contact_sheet.png")]
-  sheet = contact_sheet(identity, resolution, num_frames, seed)
-  tmp = paths[0] + ".tmp.png"
-  cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-  os.replace(tmp, paths[0])
+  write_png(paths[0], contact_sheet(identity, resolution, num_frames, seed))
   for emotion in emotions:
     spec = world.ClipSpec("train", "mead_like", identity, emotion, 1 if emotion == "neutral" else 3)
     clip = world.generate_clip(spec, num_frames, resolution, seed=seed)

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input import pipeline
 from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.train import flops, preview
@@ -162,5 +163,5 @@ def _write_preview(preview_fn: Any, state: TrainState, host_batch: dict, keys: t
   grid = preview.preview_grid(np.asarray(host_batch["reference"][:n]), np.asarray(truth), sampled)
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, "previews"), exist_ok=True)
-    preview.write_png(os.path.join(workdir, "previews", f"step_{step:07d}.png"), grid)
+    write_png(os.path.join(workdir, "previews", f"step_{step:07d}.png"), grid)
   writer.write_image(step, "preview", grid)

@@ -4,15 +4,11 @@ sampled by the current model (DDIM, conditional, no guidance) under them, as a P
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
-
-from emodiff_jax.atomic_io import write_bytes
 
 from emodiff_jax.sampling.loop import sample
 from emodiff_jax.train.objective import DiffusionObjective
@@ -60,10 +56,3 @@ def preview_grid(reference: np.ndarray, truth: np.ndarray, sampled: np.ndarray) 
   bottom = np.concatenate([blank, sampled], axis=1)
   rows = np.stack([top, bottom], axis=1).reshape(2 * b, t + 1, h, w, 3)
   return to_uint8(rows.transpose(0, 2, 1, 3, 4).reshape(2 * b * h, (t + 1) * w, 3))
-
-
-def write_png(path: str, image: np.ndarray) -> None:
-  """Atomic PNG write (`atomic_io.write_bytes`)."""
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG")
-  write_bytes(path, buf.getvalue())

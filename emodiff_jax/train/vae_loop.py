@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input import pipeline
 from emodiff_jax.models.build import build_models
 from emodiff_jax.models.vae import AutoencoderKL
@@ -225,7 +226,7 @@ def _write_preview(recon_fn: Any, params: Any, host_batch: dict, n: int, workdir
   grid = recon_grid(images, np.asarray(recon_fn(params, images)))
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, "previews"), exist_ok=True)
-    preview.write_png(os.path.join(workdir, "previews", f"step_{step:07d}.png"), grid)
+    write_png(os.path.join(workdir, "previews", f"step_{step:07d}.png"), grid)
   writer.write_image(step, "reconstructions", grid)
 
 
