@@ -59,7 +59,7 @@ def test_r2_is_one_for_exact_predictions_and_skips_constant_coefficients():
 
 @pytest.mark.slow
 def test_probe_generalises_to_held_out_identities(tmp_path):
-  """~20 min on a 2-core CPU: 6 min rendering, 15 min training (measured mean R^2 0.955)."""
+  """~9 min on an idle 2-core CPU (~20 min shared with other jobs); measured mean R^2 0.955."""
   frames, targets = probe.probe_dataset(probe.probe_specs("train"))
   state = probe.train_probe(frames, targets)
   test_frames, test_targets = probe.probe_dataset(probe.probe_specs("test", seed=1), seed=1)
