@@ -1,5 +1,6 @@
 """Evaluates a checkpoint on the synthetic world's held-out identities (see emodiff_jax/eval/harness.py) and
-writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the oracle and baseline rows.
+writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the oracle, baseline and
+`vae_roundtrip` (the world through the checkpoint's VAE) rows.
 
   python -m launch.evaluate --checkpoint=data/checkpoints/synthetic --dataset=synthetic_talk --split=test \
       --probe=/tmp/emodiff/probe.msgpack --out=/tmp/emodiff/eval

@@ -231,8 +231,8 @@ def synthetic_tiny(tmp_path_factory):
 
 def test_synthetic_talk_tiny_roundtrip(synthetic_tiny):
   from emodiff_jax.synth import world
-  builder, tmp_path = synthetic_tiny
-  test = _by_id(tfds.data_source("synthetic_talk", data_dir=str(tmp_path), builder_kwargs={
+  builder, data_dir = synthetic_tiny
+  test = _by_id(tfds.data_source("synthetic_talk", data_dir=data_dir, builder_kwargs={
       "config": "tiny"})["test"])
   cfg = builder.builder_config
   spec = world.list_clips("test", "mead_like", clips_per_condition=1)[0]

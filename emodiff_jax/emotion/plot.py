@@ -15,11 +15,11 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from emodiff_jax.atomic_io import write_png
 from emodiff_jax.emotion.gan_loop import load_generator
 from emodiff_jax.emotion.gan_train import generate, model_config
 from emodiff_jax.synth.audio import envelope_from_audio, speech_like_audio
 from emodiff_jax.synth.expression import EMOTION_COEFFS, EMOTIONS, INDEX
-from emodiff_jax.atomic_io import write_png
 
 ALPHAS = (0.25, 0.5, 1.0)
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))  # one per main coefficient

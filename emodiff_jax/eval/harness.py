@@ -50,6 +50,7 @@ import numpy as np
 import soundfile
 from PIL import Image, ImageDraw, ImageFont
 
+from emodiff_jax.atomic_io import write_png
 from emodiff_jax.eval.emotion_metrics import direction_projection, expression_error, spearman
 from emodiff_jax.eval.frechet import FeatureStats, stats_distance
 from emodiff_jax.eval.identity import (
@@ -64,7 +65,6 @@ from emodiff_jax.synth.expression import COEFFICIENTS, EMOTIONS, EXPRESSION_DIM,
 from emodiff_jax.synth.identity import identity_indices, make_identity
 from emodiff_jax.synth.render import render_frames
 from emodiff_jax.synth.trajectory import expression_trajectory
-from emodiff_jax.atomic_io import write_png
 
 VideoFn = Callable[[np.ndarray, np.ndarray, str, float, int], np.ndarray]
 ProbeFn = Callable[[np.ndarray], np.ndarray]

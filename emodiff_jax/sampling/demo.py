@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import soundfile
 
+from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input.media import read_video, write_video
 from emodiff_jax.input.portrait import load_speech
 from emodiff_jax.sampling.bundle import Bundle
@@ -21,7 +22,6 @@ from emodiff_jax.sampling.render import Job, Report, run_jobs
 from emodiff_jax.sampling.video import FPS
 from emodiff_jax.synth.expression import EMOTIONS
 from emodiff_jax.synth.preview import label
-from emodiff_jax.atomic_io import write_png
 
 INTENSITIES = (0.25, 0.5, 1.0)
 CELL = 128  # pixels per contact-sheet cell
