@@ -13,11 +13,13 @@ import chex
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
-from emodiff_jax.models.build import build_models
+from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params
 from emodiff_jax.train.loop import NonFiniteError, train
+from emodiff_jax.train.partition import is_stage2_layer
 from tests.train_configs import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,14 +71,29 @@ def test_run_writes_metrics_with_mfu_and_saves_its_config(stage1_runs):
 
 
 def test_stage2_initial_params_are_the_stage1_runs_ema_and_vae(stage1_runs):
-  """`init.stage1_checkpoint` alone (no training): ReferenceNet and backbone from the stage-1 EMA, its VAE."""
+  """`init.stage1_checkpoint` alone (no training): ReferenceNet, the backbone's 2D layers and the VAE from the
+  stage-1 run (EMA); stage 2's layers keep the fresh init, so stage 2 may change their layout."""
   config = micro_config(2, batch_size=2, num_frames=4)
   config.init.stage1_checkpoint = stage1_runs["straight"]
-  params = jax.device_get(initial_params(config, build_models(config.model), jax.random.key(0)))
+  models = build_models(config.model)
+  fresh = jax.device_get(init_params(models, config.model, jax.random.key(0)))
+  params = jax.device_get(initial_params(config, models, jax.random.key(0)))
   stage1 = jax.device_get(stage1_runs["final"])
   chex.assert_trees_all_equal(params["reference_net"], stage1.ema_params["reference_net"])
-  chex.assert_trees_all_equal(params["backbone"], stage1.ema_params["backbone"])
   chex.assert_trees_all_equal(params["vae"], stage1.params["vae"])
+  flat = lambda t: traverse_util.flatten_dict(t["backbone"])
+  got, ema, new = flat(params), flat(stage1.ema_params), flat(fresh)
+  stage2 = [k for k in got if is_stage2_layer(("backbone",) + k)]
+  assert stage2 and len(stage2) < len(got)
+  for k in got:
+    np.testing.assert_array_equal(got[k], new[k] if k in stage2 else ema[k], err_msg=str(k))
+
+  config.model.expression.injection = "add_to_audio"  # another stage-2 layout on the same stage-1 run
+  models = build_models(config.model)
+  other = jax.device_get(initial_params(config, models, jax.random.key(0)))
+  chex.assert_trees_all_equal(other["reference_net"], stage1.ema_params["reference_net"])
+  assert other["backbone"]["expression_proj"]["out"]["kernel"].shape != \
+      params["backbone"]["expression_proj"]["out"]["kernel"].shape
 
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)

@@ -4,7 +4,8 @@ Order: random init of every network -> converted public checkpoints (`vae`, `wav
 ReferenceNet and the backbone's 2D layers, `motion_adapter` for the motion modules, via
 `emodiff_jax.convert`) -> a VAE run (`vae_checkpoint`, `launch/train_vae.py`: its EMA VAE when it kept
 EMA, else its raw one) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its EMA ReferenceNet and
-backbone when it kept EMA, else its raw ones). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
+backbone 2D layers when it kept EMA, else its raw ones; stage 2's motion, audio and expression layers
+keep their random init, see `train/partition.py`). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
 which also set the VAE. Every loaded tree must match the config's shapes exactly; a mismatch raises an
 error naming the source and the first differing parameters.
 """
@@ -15,8 +16,10 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import traverse_util
 
 from emodiff_jax.models.build import Models, init_params
+from emodiff_jax.train.partition import is_stage2_layer
 
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
@@ -62,8 +65,16 @@ def pretrained_params(init: ml_collections.ConfigDict, models: Models, params: d
   return out
 
 
+def _stage1_layers(name: str, tree: dict[str, Any]) -> dict[str, Any]:
+  """The part of network `name`'s params that stage 1 trains (`partition.is_stage2_layer` is false)."""
+  flat = traverse_util.flatten_dict(tree)
+  return traverse_util.unflatten_dict({k: v for k, v in flat.items() if not is_stage2_layer((name,) + k)})
+
+
 def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
-  """`params` with VAE, ReferenceNet and backbone from the latest checkpoint of a stage-1 run."""
+  """`params` with the VAE and the layers stage 1 trains (ReferenceNet, the backbone's 2D layers) from the
+  latest checkpoint of a stage-1 run (its EMA when kept). Stage 2's layers (motion, audio, expression) keep
+  their values in `params`, so stage 2 may change their layout (e.g. the expression-injection ablation)."""
   from emodiff_jax.train.checkpoint import RunCheckpoints
 
   ckpt = RunCheckpoints(workdir, read_only=True)
@@ -74,7 +85,7 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   if saved.stage != 1:
     raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
   use_ema = saved.optim.ema_decay > 0
-  nets = {"reference_net": params["reference_net"], "backbone": params["backbone"]}
+  nets = {k: _stage1_layers(k, params[k]) for k in ("reference_net", "backbone")}
   abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
   want = {"params": {"vae": abstract(params["vae"])}}
   if use_ema:
@@ -83,9 +94,14 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
     want["params"].update(abstract(nets))
   restored = ckpt.restore_subtree(step, want)
   ckpt.close()
+  loaded = {"vae": restored["params"]["vae"], **(restored["ema_params"] if use_ema else
+                                                 {k: restored["params"][k] for k in nets})}
   out = dict(params)
-  out["vae"] = restored["params"]["vae"]
-  out.update(restored["ema_params"] if use_ema else {k: restored["params"][k] for k in nets})
+  for name, tree in loaded.items():
+    _check_shapes(workdir, name, tree, params["vae"] if name == "vae" else nets[name])
+    merged = traverse_util.flatten_dict(params[name])
+    merged.update(traverse_util.flatten_dict(tree))
+    out[name] = traverse_util.unflatten_dict(merged)
   return out
 
 
