@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from emodiff_jax.atomic_io import write_bytes
+
 CHANGES: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no_expression": {"model.expression.injection": "none"},
@@ -138,13 +140,11 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 
 def write_table(rows: dict[str, dict], out_dir: str) -> dict[str, str]:
-  """Writes `ablations.json` and `ablations.md` into `out_dir`; returns their paths."""
+  """Writes `ablations.json` and `ablations.md` into `out_dir` atomically; returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, k) for k in ("ablations.json", "ablations.md")}
-  with open(paths["ablations.json"], "w") as f:
-    json.dump(rows, f, indent=1, sort_keys=True)
-  with open(paths["ablations.md"], "w") as f:
-    f.write(markdown_table(rows))
+  write_bytes(paths["ablations.json"], json.dumps(rows, indent=1, sort_keys=True).encode())
+  write_bytes(paths["ablations.md"], markdown_table(rows).encode())
   return paths
 
 
