@@ -26,16 +26,16 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   args = parser().parse_args(argv)
   from emodiff_jax.emotion import gan_eval
+  from emodiff_jax.emotion.gan_loop import load_generator
+  from emodiff_jax.sampling.bundle import BundleError, load_bundle
 
   try:
     if args.workdir:
-      from emodiff_jax.emotion.gan_loop import load_generator
       config, g_params = load_generator(args.workdir)
     else:
-      from emodiff_jax.sampling.bundle import load_bundle
       bundle = load_bundle(args.checkpoint)
       config, g_params = bundle.config.gan, bundle.g_params
-  except Exception as e:  # noqa: BLE001 - a user error: one line, no traceback
+  except (BundleError, FileNotFoundError) as e:  # a user error: one line, no traceback
     print(f"eval_expr: {e}", file=sys.stderr)
     return 2
   result = gan_eval.evaluate_generator(config, g_params, *gan_eval.evaluation_data(config), seed=args.seed)
