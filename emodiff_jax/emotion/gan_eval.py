@@ -22,7 +22,8 @@ import numpy as np
 
 from emodiff_jax.atomic_io import write_bytes
 from emodiff_jax.emotion import gan_train
-from emodiff_jax.emotion.expression_data import ExpressionData
+from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
+from emodiff_jax.emotion.gan_loop import training_data
 
 TARGETS = {"accuracy": 0.9, "spearman": 0.95}
 
@@ -85,9 +86,6 @@ def evaluation_data(config: ml_collections.ConfigDict) -> tuple[ExpressionData, 
   """`(train, test)` trajectories of `config.data`: the classifier learns on train, the generator is scored
   on test's conditions (synthetic: `test_clips_per_condition` clips of the held-out identities; records: the
   `test` split of `config.data.records`)."""
-  from emodiff_jax.emotion.expression_data import record_trajectories, synthetic_trajectories
-  from emodiff_jax.emotion.gan_loop import training_data
-
   data = config.data
   if data.source == "synthetic":
     test = synthetic_trajectories("test", data.test_clips_per_condition, data.num_frames, data.seed,
