@@ -96,6 +96,22 @@ def test_stage2_initial_params_are_the_stage1_runs_ema_and_vae(stage1_runs):
       params["backbone"]["expression_proj"]["out"]["kernel"].shape
 
 
+
+def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
+  """`train.checkpoint.read_latest` through its users: an empty workdir and a run of the wrong stage."""
+  from emodiff_jax.sampling.bundle import BundleError, export_bundle
+
+  empty = str(tmp_path / "empty")
+  with pytest.raises(BundleError, match=f"{empty}: no checkpoint .* nothing to export"):
+    export_bundle(empty, empty, str(tmp_path / "out"))
+  with pytest.raises(BundleError, match="a stage-1 run; bundles are made from stage-2 runs"):
+    export_bundle(stage1_runs["straight"], empty, str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
+  config = micro_config(2, batch_size=2, num_frames=4)
+  config.init.stage1_checkpoint = empty
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)
 def test_stage2_starts_from_the_stage1_checkpoint_and_keeps_it_frozen(stage1_runs, tmp_path):
   config = micro_config(2, batch_size=2, num_frames=4)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
 from emodiff_jax.emotion.gan_train import GANState, create_gan_state, make_gan_step, model_config
 from emodiff_jax.models.expression_gan import init_params
-from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_on_first_device, abstract_with_shardings
+from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
 from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.step import jit_train_step
@@ -72,12 +72,8 @@ def train_expression_gan(config: ml_collections.ConfigDict, workdir: str) -> GAN
   state_sh = tree_shardings(abstract_state, mesh, config.mesh.rules)
   ckpt = RunCheckpoints(workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints,
                         async_save=config.train.async_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    log.info("resuming from %s step %d", ckpt.directory, latest)
-    state = ckpt.restore(latest, abstract_with_shardings(abstract_state, state_sh))
-  else:
-    state = jax.jit(lambda k: create_gan_state(config, k), out_shardings=state_sh)(rng)
+  state = ckpt.restore_or_init(abstract_state, state_sh,
+                               lambda: jax.jit(lambda k: create_gan_state(config, k), out_shardings=state_sh)(rng))
   data = training_data(config)
   log.info("mesh %s; %d training trajectories %s", dict(mesh.shape), len(data), data.expression.shape[1:])
 
@@ -111,12 +107,7 @@ def train_expression_gan(config: ml_collections.ConfigDict, workdir: str) -> GAN
 
 def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
   """The config and generator params of `workdir`'s latest checkpoint (only `g_params` is read)."""
-  ckpt = RunCheckpoints(workdir, read_only=True)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-  config = ckpt.config(step)
-  abstract = jax.eval_shape(lambda k: init_params(model_config(config), k)[0], jax.random.key(0))
-  g_params = ckpt.restore_subtree(step, {"g_params": abstract_on_first_device(abstract)})["g_params"]
-  ckpt.close()
-  return config, g_params
+  wanted = lambda config: {"g_params": jax.eval_shape(lambda k: init_params(model_config(config), k)[0],
+                                                       jax.random.key(0))}
+  config, restored, _ = read_latest(workdir, wanted)
+  return config, restored["g_params"]

@@ -31,7 +31,7 @@ from emodiff_jax.emotion.gan_train import model_config
 from emodiff_jax.models.build import Models, abstract_params, build_models
 from emodiff_jax.models.expression_gan import init_params as gan_init_params
 from emodiff_jax.sampling.video import sampling_config
-from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_on_first_device
+from emodiff_jax.train.checkpoint import read_latest
 from emodiff_jax.train.partition import trainable_labels
 from emodiff_jax.train.state import ema_modules
 
@@ -84,20 +84,17 @@ def _unflatten(source: str, prefix: str, flat: dict[str, np.ndarray], abstract: 
 
 def _stage2_params(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
   """`(config, params, step)` of a stage-2 run's latest checkpoint (EMA for the networks it trained)."""
-  ckpt = RunCheckpoints(workdir, read_only=True)
-  step = ckpt.latest_step()
-  if step is None:
-    raise BundleError(f"{workdir}: no checkpoint to export")
-  config = ckpt.config(step)
-  if config.stage != 2:
-    raise BundleError(f"{workdir}: a stage-{config.stage} run; bundles are made from stage-2 runs")
-  abstract = abstract_params(build_models(config.model), config.model, config.num_frames)
-  ema = ema_modules(trainable_labels(abstract, 2)) if config.optim.ema_decay > 0 else ()
-  want = {"params": abstract_on_first_device(abstract)}
-  if ema:
-    want["ema_params"] = abstract_on_first_device({k: abstract[k] for k in ema})
-  restored = ckpt.restore_subtree(step, want)
-  ckpt.close()
+  def wanted(config):
+    if config.stage != 2:
+      raise BundleError(f"{workdir}: a stage-{config.stage} run; bundles are made from stage-2 runs")
+    abstract = abstract_params(build_models(config.model), config.model, config.num_frames)
+    ema = ema_modules(trainable_labels(abstract, 2)) if config.optim.ema_decay > 0 else ()
+    return {"params": abstract, **({"ema_params": {k: abstract[k] for k in ema}} if ema else {})}
+
+  try:
+    config, restored, step = read_latest(workdir, wanted)
+  except FileNotFoundError as e:
+    raise BundleError(f"{e}: nothing to export") from None
   params = dict(restored["params"])
   params.update(restored.get("ema_params", {}))
   return config, params, step

@@ -11,13 +11,16 @@ mesh restores onto any other (each array is read straight into its new sharding)
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+log = logging.getLogger("emodiff_jax.train")
 
 
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
@@ -29,6 +32,25 @@ def abstract_on_first_device(tree: Any) -> Any:
   """`abstract_with_shardings` placing every leaf on the first local device (reading a run for inference)."""
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return abstract_with_shardings(tree, jax.tree.map(lambda _: device, tree))
+
+
+def read_latest(workdir: str, wanted: Callable[[ml_collections.ConfigDict], Any]
+                ) -> tuple[ml_collections.ConfigDict, Any, int]:
+  """`(config, subtree, step)` from the latest checkpoint of the run in `workdir`, read onto the first device.
+
+  `wanted(config)` gets the run's saved config and returns the abstract part of the state to read (e.g.
+  `{'params': {'vae': ...}}`); it may raise when the run is of the wrong kind. FileNotFoundError when the
+  run has no checkpoint.
+  """
+  ckpt = RunCheckpoints(workdir, read_only=True)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
+    config = ckpt.config(step)
+    return config, ckpt.restore_subtree(step, abstract_on_first_device(wanted(config))), step
+  finally:
+    ckpt.close()
 
 
 class RunCheckpoints:
@@ -44,6 +66,16 @@ class RunCheckpoints:
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
+
+  def restore_or_init(self, abstract_state: Any, shardings: Any, init: Callable[[], Any],
+                      data_iterator: Any = None) -> Any:
+    """The latest checkpoint's state placed in `shardings` (`data_iterator` set in place), or `init()` when
+    the run has no checkpoint yet: how every training loop starts or resumes."""
+    latest = self.latest_step()
+    if latest is None:
+      return init()
+    log.info("resuming from %s step %d", self.directory, latest)
+    return self.restore(latest, abstract_with_shardings(abstract_state, shardings), data_iterator)
 
   def save(self, step: int, state: Any, data_iterator: Optional[Any], config: ml_collections.ConfigDict, *,
            force: bool = False) -> bool:

@@ -75,25 +75,20 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   """`params` with the VAE and the layers stage 1 trains (ReferenceNet, the backbone's 2D layers) from the
   latest checkpoint of a stage-1 run (its EMA when kept). Stage 2's layers (motion, audio, expression) keep
   their values in `params`, so stage 2 may change their layout (e.g. the expression-injection ablation)."""
-  from emodiff_jax.train.checkpoint import RunCheckpoints
+  from emodiff_jax.train.checkpoint import read_latest
 
-  ckpt = RunCheckpoints(workdir, read_only=True)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"init.stage1_checkpoint {workdir!r} holds no checkpoint")
-  saved = ckpt.config(step)
-  if saved.stage != 1:
-    raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
-  use_ema = saved.optim.ema_decay > 0
   nets = {k: _stage1_layers(k, params[k]) for k in ("reference_net", "backbone")}
   abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
-  want = {"params": {"vae": abstract(params["vae"])}}
-  if use_ema:
-    want["ema_params"] = abstract(nets)
-  else:
-    want["params"].update(abstract(nets))
-  restored = ckpt.restore_subtree(step, want)
-  ckpt.close()
+
+  def wanted(saved):
+    if saved.stage != 1:
+      raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
+    if saved.optim.ema_decay > 0:
+      return {"params": {"vae": abstract(params["vae"])}, "ema_params": abstract(nets)}
+    return {"params": {"vae": abstract(params["vae"]), **abstract(nets)}}
+
+  saved, restored, _ = read_latest(workdir, wanted)
+  use_ema = saved.optim.ema_decay > 0
   loaded = {"vae": restored["params"]["vae"], **(restored["ema_params"] if use_ema else
                                                  {k: restored["params"][k] for k in nets})}
   out = dict(params)

@@ -29,7 +29,7 @@ from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input import pipeline
 from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.train import flops, preview
-from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
+from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params, uses_loaded_weights
 from emodiff_jax.train.objective import DiffusionObjective
 from emodiff_jax.train.preemption import Preemption
@@ -89,15 +89,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   data_iter = iter(pipeline.make_dataset(config.data, split="train"))
   ckpt = RunCheckpoints(workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints,
                         async_save=config.train.async_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    log.info("resuming from %s step %d", ckpt.directory, latest)
-    state = ckpt.restore(latest, abstract_with_shardings(abstract_state, state_sh), data_iter)
-  elif uses_loaded_weights(config.init):
-    params = initial_params(config, models, k_init)
-    state = jax.jit(make_state, out_shardings=state_sh)(params)
-  else:  # initialised directly in its shards: nothing is ever whole on one device
-    state = jax.jit(lambda k: make_state(init_params(models, config.model, k)), out_shardings=state_sh)(k_init)
+
+  def init() -> TrainState:
+    if uses_loaded_weights(config.init):
+      return jax.jit(make_state, out_shardings=state_sh)(initial_params(config, models, k_init))
+    # initialised directly in its shards: nothing is ever whole on one device
+    return jax.jit(lambda k: make_state(init_params(models, config.model, k)), out_shardings=state_sh)(k_init)
+
+  state = ckpt.restore_or_init(abstract_state, state_sh, init, data_iter)
   log.info("mesh %s; params: %s trainable, %s frozen", dict(mesh.shape), f"{counts['train']:,}",
            f"{counts['frozen']:,}")
 

@@ -39,7 +39,7 @@ from emodiff_jax.input import pipeline
 from emodiff_jax.models.build import build_models
 from emodiff_jax.models.vae import AutoencoderKL
 from emodiff_jax.train import preview
-from emodiff_jax.train.checkpoint import RunCheckpoints, abstract_on_first_device, abstract_with_shardings
+from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
 from emodiff_jax.train.loop import save_if_good
 from emodiff_jax.train.optimizer import learning_rate, make_optimizer
 from emodiff_jax.train.preemption import Preemption
@@ -166,12 +166,9 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   data_iter = iter(pipeline.make_dataset(config.data, split="train"))
   ckpt = RunCheckpoints(workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints,
                         async_save=config.train.async_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    log.info("resuming from %s step %d", ckpt.directory, latest)
-    state = ckpt.restore(latest, abstract_with_shardings(abstract_state, state_sh), data_iter)
-  else:
-    state = jax.jit(lambda k: make_state(init(k)), out_shardings=state_sh)(k_init)
+  state = ckpt.restore_or_init(abstract_state, state_sh,
+                               lambda: jax.jit(lambda k: make_state(init(k)), out_shardings=state_sh)(k_init),
+                               data_iter)
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
   log.info("mesh %s; VAE params: %s", dict(mesh.shape), f"{count:,}")
 
@@ -232,14 +229,12 @@ def _write_preview(recon_fn: Any, params: Any, host_batch: dict, n: int, workdir
 
 def load_vae(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
   """The config and VAE params (EMA when the run kept them) of `workdir`'s latest checkpoint."""
-  ckpt = RunCheckpoints(workdir, read_only=True)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-  config = ckpt.config(step)
-  abstract = jax.eval_shape(lambda k: init_vae_params(build_vae(config), config.model.resolution, k),
-                            jax.random.PRNGKey(0))
-  which = "ema_params" if config.optim.ema_decay > 0 else "params"
-  restored = ckpt.restore_subtree(step, {which: {"vae": abstract_on_first_device(abstract)}})
-  ckpt.close()
-  return config, restored[which]["vae"]
+  which = lambda config: "ema_params" if config.optim.ema_decay > 0 else "params"
+
+  def wanted(config):
+    abstract = jax.eval_shape(lambda k: init_vae_params(build_vae(config), config.model.resolution, k),
+                              jax.random.PRNGKey(0))
+    return {which(config): {"vae": abstract}}
+
+  config, restored, _ = read_latest(workdir, wanted)
+  return config, restored[which(config)]["vae"]
