@@ -109,7 +109,7 @@ def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
   assert not os.path.exists(tmp_path / "out")
   config = micro_config(2, batch_size=2, num_frames=4)
   config.init.stage1_checkpoint = empty
-  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+  with pytest.raises(FileNotFoundError, match=f"init.stage1_checkpoint: {empty}: no checkpoint"):
     initial_params(config, build_models(config.model), jax.random.key(0))
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)

@@ -87,7 +87,10 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
       return {"params": {"vae": abstract(params["vae"])}, "ema_params": abstract(nets)}
     return {"params": {"vae": abstract(params["vae"]), **abstract(nets)}}
 
-  saved, restored, _ = read_latest(workdir, wanted)
+  try:
+    saved, restored, _ = read_latest(workdir, wanted)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"init.stage1_checkpoint: {e}") from None
   use_ema = saved.optim.ema_decay > 0
   loaded = {"vae": restored["params"]["vae"], **(restored["ema_params"] if use_ema else
                                                  {k: restored["params"][k] for k in nets})}
