@@ -96,7 +96,6 @@ def test_stage2_initial_params_are_the_stage1_runs_ema_and_vae(stage1_runs):
       params["backbone"]["expression_proj"]["out"]["kernel"].shape
 
 
-
 def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
   """`train.checkpoint.read_latest` through its users: an empty workdir and a run of the wrong stage."""
   from emodiff_jax.sampling.bundle import BundleError, export_bundle

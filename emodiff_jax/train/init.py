@@ -78,21 +78,19 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   from emodiff_jax.train.checkpoint import read_latest
 
   nets = {k: _stage1_layers(k, params[k]) for k in ("reference_net", "backbone")}
-  abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
 
   def wanted(saved):
     if saved.stage != 1:
       raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
     if saved.optim.ema_decay > 0:
-      return {"params": {"vae": abstract(params["vae"])}, "ema_params": abstract(nets)}
-    return {"params": {"vae": abstract(params["vae"]), **abstract(nets)}}
+      return {"params": {"vae": params["vae"]}, "ema_params": nets}
+    return {"params": {"vae": params["vae"], **nets}}
 
   try:
-    saved, restored, _ = read_latest(workdir, wanted)
+    _, restored, _ = read_latest(workdir, wanted)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"init.stage1_checkpoint: {e}") from None
-  use_ema = saved.optim.ema_decay > 0
-  loaded = {"vae": restored["params"]["vae"], **(restored["ema_params"] if use_ema else
+  loaded = {"vae": restored["params"]["vae"], **(restored["ema_params"] if "ema_params" in restored else
                                                  {k: restored["params"][k] for k in nets})}
   out = dict(params)
   for name, tree in loaded.items():
