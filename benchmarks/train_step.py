@@ -79,7 +79,8 @@ def _ours(unet_dir: str, adapter_dir: str, remat: str | None, x, t, ctx, noise, 
     pred = backbone.apply({"params": p["backbone"]}, batch["x"], batch["t"], batch["ctx"])
     return jnp.mean((pred - batch["noise"]) ** 2), {}
 
-  step = jax.jit(step_lib.make_train_step(objective, tx, labels), donate_argnums=(0,))
+  step = jax.jit(step_lib.make_train_step(objective, tx, labels, learning_rate=optimizer.learning_rate(optim, 1000)),
+                 donate_argnums=(0,))
   state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.0)
   batch = {"x": x, "t": t, "ctx": ctx, "noise": noise}
   compiled = step.lower(state, batch).compile()

@@ -12,5 +12,5 @@ from configs.synthetic_stage1 import synthetic_training
 
 def get_config() -> ml_collections.ConfigDict:
   config = synthetic_training(stage=2, num_frames=8, batch_size=4)
-  config.train.steps = 600  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
+  config.train.steps = 3000  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
   return config

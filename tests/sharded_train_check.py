@@ -37,7 +37,8 @@ def main(meshes: list[tuple[int, int]]) -> None:
   tx = optimizer.make_optimizer(config.optim, labels, 10)
   initial = jax.device_get(jax.jit(lambda k: state_lib.create_state(
       init_params(models, config.model, k), tx, labels, k_state, config.optim.ema_decay))(k_init))
-  step = step_lib.make_train_step(objective, tx, labels, ema_decay=config.optim.ema_decay)
+  step = step_lib.make_train_step(objective, tx, labels, ema_decay=config.optim.ema_decay,
+                                 learning_rate=optimizer.learning_rate(config.optim, 10))
   abstract_state = jax.eval_shape(lambda: initial)
   out, states = {}, {}
   for data, fsdp in meshes:

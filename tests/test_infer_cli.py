@@ -4,6 +4,7 @@ identical frames on a rerun, resume after an interrupted render, the jobs file, 
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import wave
@@ -95,6 +96,36 @@ def test_interrupted_render_resumes_from_its_last_window(files, first_render, mo
   assert main(_args(files, out)) == 0
   np.testing.assert_array_equal(read_video(out)[0], read_video(first_render)[0])
   assert not os.path.exists(parts)
+
+
+def test_outputs_and_parts_of_another_render_are_not_reused(files, first_render, monkeypatch, capsys):
+  """Finished and partial outputs count only for the same checkpoint, settings and inputs (`render_key`)."""
+  out = str(files["dir"] / "stale.mp4")
+  for suffix in ("", ".json"):  # a finished output of the default settings ...
+    shutil.copy(first_render + suffix, out + suffix)
+  assert main(_args(files, out, "--steps=2")) == 0  # ... is not the output of 2 sampling steps
+  assert f"wrote {out}" in capsys.readouterr().out
+  assert np.abs(read_video(out)[0].astype(int) - read_video(first_render)[0]).max() > 0
+  assert main(_args(files, out, "--steps=2")) == 0 and "skipped" in capsys.readouterr().out
+  assert main(_args(files, out)) == 0  # back to the default settings: rendered again, equal to the first
+  np.testing.assert_array_equal(read_video(out)[0], read_video(first_render)[0])
+
+  # Segments of an interrupted 2-step render are dropped, not mixed into the default render.
+  partial = str(files["dir"] / "partial.mp4")
+  real = render.Renderer.render_batch
+
+  def interrupted(self, batch, progress=None):
+    def stop(n):
+      raise KeyboardInterrupt
+    return real(self, batch, stop)
+
+  monkeypatch.setattr(render.Renderer, "render_batch", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    main(_args(files, partial, "--steps=2"))
+  assert [f for f in os.listdir(partial + ".parts") if f.startswith("segment_")]
+  monkeypatch.setattr(render.Renderer, "render_batch", real)
+  assert main(_args(files, partial)) == 0
+  np.testing.assert_array_equal(read_video(partial)[0], read_video(first_render)[0])
 
 
 def test_jobs_file_renders_good_jobs_and_reports_the_bad_one(files, capsys):

@@ -71,6 +71,13 @@ def _optim(**kw):
   return o
 
 
+def _tx_and_step(objective, labels, optim=None, **kw):
+  """The optimizer of `optim` (default `_optim()`, 100 steps) and the (unjitted) train step using it."""
+  optim = optim or _optim()
+  tx = optimizer.make_optimizer(optim, labels, 100)
+  return tx, step_lib.make_train_step(objective, tx, labels, learning_rate=optimizer.learning_rate(optim, 100), **kw)
+
+
 def _batch(seed=0, n=8):
   r = np.random.default_rng(seed)
   x = r.normal(size=(n, 4)).astype(np.float32)
@@ -80,11 +87,10 @@ def _batch(seed=0, n=8):
 def test_frozen_params_bit_identical_and_ema_moves_only_trainable():
   params, labels, objective = _toy()
   original = jax.device_get(params)  # the step donates (frees) the state's buffers
-  tx = optimizer.make_optimizer(_optim(), labels, 100)
+  tx, step = _tx_and_step(objective, labels, ema_decay=0.5)
   state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), ema_decay=0.5)
   assert set(state.ema_params) == {"backbone"}
-  # Donated like the real step: a fresh state must not hold one buffer twice.
-  step = jax.jit(step_lib.make_train_step(objective, tx, labels, ema_decay=0.5), donate_argnums=(0,))
+  step = jax.jit(step, donate_argnums=(0,))  # donated like the real step: a fresh state must not hold one buffer twice
   losses = []
   for i in range(20):
     state, m = step(state, _batch(i))
@@ -100,8 +106,8 @@ def test_frozen_params_bit_identical_and_ema_moves_only_trainable():
 
 def test_non_finite_step_is_skipped_and_counted():
   params, labels, objective = _toy()
-  tx = optimizer.make_optimizer(_optim(), labels, 100)
-  step = jax.jit(step_lib.make_train_step(objective, tx, labels, ema_decay=0.9))
+  tx, step = _tx_and_step(objective, labels, ema_decay=0.9)
+  step = jax.jit(step)
   state, _ = step(state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.9), _batch(0))
   bad = _batch(1)
   bad["x"][0, 0] = np.nan
@@ -117,17 +123,29 @@ def test_non_finite_step_is_skipped_and_counted():
   assert bool(m["finite"]) and (int(after.step), int(after.bad_steps), int(after.skipped_steps)) == (2, 0, 2)
 
 
+def test_a_non_finite_learning_rate_skips_the_step():
+  """Finite loss and gradients, NaN updates: the guard's learning-rate check keeps the state."""
+  params, labels, objective = _toy()
+  tx, step = _tx_and_step(objective, labels, _optim(learning_rate=float("nan")), ema_decay=0.9)
+  state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.9)
+  after, m = jax.jit(step)(state, _batch(0))
+  assert np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"]) and not bool(m["finite"])
+  chex.assert_trees_all_equal((after.params, after.opt_state, after.ema_params),
+                              (state.params, state.opt_state, state.ema_params))
+  assert (int(after.step), int(after.skipped_steps)) == (0, 1)
+
+
 def test_gradient_accumulation_equals_the_full_batch_gradient():
   params, labels, objective = _toy()
-  tx = optimizer.make_optimizer(_optim(), labels, 100)
+  tx, full_step = _tx_and_step(objective, labels)
   s0 = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.0)
-  full, m1 = jax.jit(step_lib.make_train_step(objective, tx, labels))(s0, _batch(0))
-  acc, m4 = jax.jit(step_lib.make_train_step(objective, tx, labels, accum_steps=4))(s0, _batch(0))
+  full, m1 = jax.jit(full_step)(s0, _batch(0))
+  acc, m4 = jax.jit(_tx_and_step(objective, labels, accum_steps=4)[1])(s0, _batch(0))
   # The objective is a mean over equal micro-batches, so the averaged gradients equal the full one.
   chex.assert_trees_all_close(acc.params, full.params, rtol=1e-6)
   np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-6)
   with pytest.raises(ValueError, match="accum_steps=3"):
-    jax.jit(step_lib.make_train_step(objective, tx, labels, accum_steps=3))(s0, _batch(0))
+    jax.jit(_tx_and_step(objective, labels, accum_steps=3)[1])(s0, _batch(0))
 
 
 def test_learning_rate_warmup_then_cosine():

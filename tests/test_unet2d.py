@@ -16,6 +16,7 @@ import torch
 from emodiff_jax.convert.torch_state import CheckpointMismatchError, param_count
 from emodiff_jax.convert.unet import load_unet2d
 from emodiff_jax.models.reference_net import ReferenceNet
+from emodiff_jax.models.resnet import PATCH_MATMUL_MAX_POSITIONS, Conv3x3
 from emodiff_jax.models.unet import UNet
 from emodiff_jax.models.unet_config import UNetConfig
 from tests.parity import randomize_, rel_err
@@ -89,6 +90,25 @@ def test_sd15_unet_has_859520964_parameters():
   shapes = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 4)), jnp.zeros((1,)),
                                             jnp.zeros((1, 77, 768))))
   assert param_count(shapes["params"]) == 859_520_964
+
+
+@pytest.mark.parametrize("hw,stride,padding", [((2, 2), 1, 1), ((4, 4), 2, 1), ((4, 3), 1, 1), ((5, 3), 2, 0),
+                                               ((8, 8), 1, 1)])
+def test_conv3x3_is_flax_conv_on_both_paths(hw, stride, padding):
+  """Same init as `nn.Conv` (checkpoints and seeds map the same) and the same outputs and gradients, whether
+  the map is small enough for the patch matmul (<= 16 positions) or goes to the convolution (8x8)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2,) + hw + (8,))
+  ref = flax.linen.Conv(6, (3, 3), strides=(stride, stride), padding=((padding, padding),) * 2)
+  ours = Conv3x3(6, stride, padding)
+  params = ours.init(jax.random.PRNGKey(1), x)
+  chex.assert_trees_all_equal(params, ref.init(jax.random.PRNGKey(1), x))
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+  chex.assert_trees_all_close(jax.grad(loss(ours), argnums=(0, 1))(params, x),
+                              jax.grad(loss(ref), argnums=(0, 1))(params, x), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
+  uses_conv = "conv_general_dilated" in str(jax.make_jaxpr(ours.apply)(params, x))
+  assert uses_conv == (hw[0] * hw[1] > PATCH_MATMUL_MAX_POSITIONS) == (hw == (8, 8))
 
 
 def test_invalid_remat_policy_is_rejected():

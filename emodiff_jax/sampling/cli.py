@@ -18,7 +18,8 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from emodiff_jax.sampling.bundle import BundleError, load_bundle
-from emodiff_jax.sampling.render import USER_ERRORS, InputError, Job, is_finished, run_jobs
+from emodiff_jax.sampling.provenance import sidecar_path
+from emodiff_jax.sampling.render import USER_ERRORS, InputError, Job, run_jobs
 from emodiff_jax.synth.expression import EMOTIONS
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "..", "..", "data", "checkpoints", "synthetic")
@@ -115,8 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       sampling.num_steps = args.steps
     if args.overwrite:
       for job in jobs:
-        if is_finished(job.out):
-          os.remove(job.out + ".json")
+        if os.path.isfile(sidecar_path(job.out)):
+          os.remove(sidecar_path(job.out))
     report = run_jobs(jobs, bundle, sampling, batch_size=args.batch_size)
   except (BundleError, ValueError) + USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)

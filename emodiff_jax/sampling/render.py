@@ -8,14 +8,17 @@
   batch sharded over the devices on the mesh's `data` axis. Each finished window is written as a segment
   (`video_out.SegmentWriter`) with its last latents, so an interrupted render resumes from its last finished
   window; the final mp4 gets the input audio muxed in and a provenance sidecar (`provenance.py`).
-- `run_jobs`: skips jobs whose output is finished, buckets the rest by window count (one compiled program
-  per batch shape), reports a bad job and goes on with the others.
+- `run_jobs`: skips jobs whose output is finished by the same render (`render_key`: checkpoint, job,
+  sampling settings and input files, as the sidecar records them; an output or partial segments from another
+  checkpoint or settings are rendered again), buckets the rest by window count (one compiled program per
+  batch shape), reports a bad job and goes on with the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 from collections import defaultdict
@@ -32,7 +35,7 @@ from emodiff_jax.emotion.condition import generated_expressions, parse_mix
 from emodiff_jax.input.media import MediaError
 from emodiff_jax.input.portrait import Portrait, load_portrait, load_speech
 from emodiff_jax.sampling.bundle import Bundle
-from emodiff_jax.sampling.provenance import write_sidecar
+from emodiff_jax.sampling.provenance import file_sha256, folder_sha256, read_sidecar, sidecar_path, write_sidecar
 from emodiff_jax.sampling.video import FPS, SAMPLES_PER_FRAME, VideoSampler, WindowPlan, window_audio, window_expression
 from emodiff_jax.sampling.video_out import SegmentWriter, paste_back
 
@@ -74,13 +77,15 @@ class Job:
 
 @dataclasses.dataclass
 class Prepared:
-  """A job with its inputs read: the face crop, speech `[S]` at 16 kHz, expressions `[N, D]`."""
+  """A job with its inputs read: the face crop, speech `[S]` at 16 kHz, expressions `[N, D]`; `key` is its
+  `render_key` (segments on disk from another key are discarded)."""
 
   job: Job
   portrait: Portrait
   audio: np.ndarray
   expression: np.ndarray
   plan: WindowPlan
+  key: dict = dataclasses.field(default_factory=dict)
 
 
 def _intensity(job: Job) -> Union[float, str]:
@@ -113,9 +118,29 @@ def prepare(job: Job, bundle: Bundle, window: int, overlap: int) -> Prepared:
   return Prepared(job, portrait, audio, expression, WindowPlan(num_frames, window, overlap))
 
 
-def is_finished(out: str) -> bool:
-  """An output counts as finished when the mp4 and its sidecar both exist (both are written atomically)."""
-  return os.path.isfile(out) and os.path.isfile(out + ".json")
+def render_key(job: Job, sampling: Any, checkpoint_sha256: str) -> dict:
+  """What decides a render's frames, in the sidecar's terms: checkpoint hash, job, sampling settings and the
+  input files' hashes. Raises `InputError` when an input file cannot be read."""
+  try:
+    inputs = {"image": file_sha256(job.image), "audio": file_sha256(job.audio)}
+  except OSError as e:
+    raise InputError(f"{e.filename}: cannot read this input ({e.strerror})") from e
+  return json.loads(json.dumps(dict(checkpoint=checkpoint_sha256, job=dataclasses.asdict(job),
+                                    sampling=sampling.to_dict(), inputs=inputs)))
+
+
+def is_finished(out: str, key: dict) -> bool:
+  """An output counts as finished when the mp4 and its sidecar both exist (both are written atomically) and
+  the sidecar records the render `key` describes."""
+  if not (os.path.isfile(out) and os.path.isfile(sidecar_path(out))):
+    return False
+  try:
+    record = read_sidecar(sidecar_path(out))
+    return key == dict(checkpoint=record["checkpoint"]["sha256"], job=record["config"]["job"],
+                       sampling=record["config"]["sampling"],
+                       inputs={name: v["sha256"] for name, v in record["inputs"].items()})
+  except (ValueError, KeyError, TypeError):  # not a sidecar this code wrote: render again
+    return False
 
 
 class Renderer:
@@ -146,7 +171,7 @@ class Renderer:
     images = np.stack([p.portrait.crop for p in rows]).astype(np.float32) / 127.5 - 1.0
     reference = self.sampler.reference(self.params, self._shard(images))
     keys = self._shard(jax.vmap(jax.random.key)(jnp.asarray([p.job.seed for p in rows], jnp.uint32)))
-    writers = [SegmentWriter(p.job.out, fps=FPS) for p in batch]
+    writers = [SegmentWriter(p.job.out, fps=FPS, owner=json.dumps(p.key, sort_keys=True)) for p in batch]
     first = next((w for w in range(plan.num_windows) if not all(wr.has_segment(w) for wr in writers)),
                  plan.num_windows)
     h = reference["latent"].shape[1:]
@@ -215,12 +240,14 @@ def run_jobs(jobs: Sequence[Job], bundle: Bundle, sampling: Any, batch_size: int
   renderer = Renderer(bundle, sampling, devices)
   batch_size = -(-max(batch_size, 1) // renderer.num_devices) * renderer.num_devices
   buckets: dict[int, list[Prepared]] = defaultdict(list)
+  checkpoint = folder_sha256(bundle.path)
   for job in jobs:
-    if is_finished(job.out):
-      report.skipped.append(job.out)
-      continue
     try:
-      p = prepare(job, bundle, sampling.window, sampling.overlap)
+      key = render_key(job, sampling, checkpoint)
+      if is_finished(job.out, key):
+        report.skipped.append(job.out)
+        continue
+      p = dataclasses.replace(prepare(job, bundle, sampling.window, sampling.overlap), key=key)
     except USER_ERRORS as e:
       report.failed.append((job.out, str(e)))
       continue

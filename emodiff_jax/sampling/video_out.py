@@ -24,6 +24,7 @@ import av
 import cv2
 import numpy as np
 
+from emodiff_jax.atomic_io import write_bytes
 from emodiff_jax.input import media
 from emodiff_jax.input.portrait import Portrait
 
@@ -32,15 +33,25 @@ _TAIL = "tail.mp4"
 
 
 class SegmentWriter:
-  """Numbered mp4 segments of one output video in `<out_path>.parts/`, joined by `finish`."""
+  """Numbered mp4 segments of one output video in `<out_path>.parts/`, joined by `finish`.
 
-  def __init__(self, out_path: str, fps: float = 25.0, crf: int = 18, audio_bitrate: str = "96k"):
+  `owner` names the render the segments belong to (stored as `<parts>/owner.txt`): a parts folder left by
+  another owner (an interrupted render with another checkpoint or settings) is emptied, not resumed.
+  """
+
+  def __init__(self, out_path: str, fps: float = 25.0, crf: int = 18, audio_bitrate: str = "96k",
+               owner: str = ""):
     self.out_path = os.path.abspath(out_path)
     self.parts_dir = self.out_path + ".parts"
     self.fps = float(fps)
     self.crf = crf
     self.audio_bitrate = audio_bitrate
-    os.makedirs(self.parts_dir, exist_ok=True)
+    owner_file = os.path.join(self.parts_dir, "owner.txt")
+    if os.path.isdir(self.parts_dir) and _read_text(owner_file) != owner:
+      shutil.rmtree(self.parts_dir)
+    if not os.path.isdir(self.parts_dir):
+      os.makedirs(self.parts_dir)
+      write_bytes(owner_file, owner.encode())
 
   def segment_path(self, index: int) -> str:
     return os.path.join(self.parts_dir, f"segment_{index:05d}.mp4")
@@ -97,6 +108,14 @@ class SegmentWriter:
                                              f"({len(audio) / sample_rate:.3f} s) needs {needed} at {self.fps:g} fps")
     _concat_with_audio(files, audio, sample_rate, self.out_path, self.audio_bitrate)
     shutil.rmtree(self.parts_dir)
+
+
+def _read_text(path: str) -> str | None:
+  """The file's text, or None when it does not exist."""
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return f.read()
 
 
 def _concat_with_audio(files: list[str], audio: np.ndarray, sample_rate: int, out_path: str,
