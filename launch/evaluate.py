@@ -6,6 +6,9 @@ writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the ora
       --probe=/tmp/emodiff/probe.msgpack --out=/tmp/emodiff/eval
   python -m launch.evaluate --oracle --probe=/tmp/emodiff/probe.msgpack --out=/tmp/emodiff/eval_oracle
 
+`--vae-run=<launch.train_vae workdir>` (repeatable) adds the roundtrip row of another VAE (the checkpoint's
+`model.vae` config and params swapped for that run's), to compare autoencoders before training on them.
+
 The probe comes from `python -m launch.train_probe`.
 """
 
@@ -26,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="report folder")
   p.add_argument("--oracle", action="store_true", help="evaluate the world itself instead of a checkpoint")
   p.add_argument("--no-baselines", action="store_true", help="leave out the baseline rows")
+  p.add_argument("--vae-run", action="append", default=[],
+                 help="a launch.train_vae workdir: adds its `vae_roundtrip (<dir>)` row (repeatable)")
   p.add_argument("--clips-per-cell", type=int, default=2, help="clips per emotion and intensity")
   p.add_argument("--seconds", type=float, default=2.0, help="length of each clip")
   p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
@@ -52,6 +57,9 @@ def main(argv=None) -> int:
       sampling.num_steps = args.steps
     fns["model"] = harness.bundle_video_fn(bundle, sampling, args.batch_size)
     fns["vae_roundtrip"] = harness.vae_roundtrip_fn(bundle, args.split, partitions)
+    for run in args.vae_run:
+      fns[f"vae_roundtrip ({run})"] = harness.vae_roundtrip_fn(harness.with_vae_run(bundle, run), args.split,
+                                                              partitions)
   fns["oracle"] = harness.oracle_video_fn(args.split, partitions)
   if not args.no_baselines:
     fns["reference_repeated"] = harness.reference_repeated_fn

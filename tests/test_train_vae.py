@@ -53,6 +53,27 @@ def vae_runs(tmp_path_factory):
   return dict(config=config, straight=straight, resumed=resumed, final=final, again=again)
 
 
+def test_a_vae_run_replaces_a_bundles_vae(vae_runs, tmp_path):
+  """`harness.with_vae_run` (`launch.evaluate --vae-run`): the run's VAE config and EMA params, the rest kept,
+  and its roundtrip differs from the bundle's own."""
+  from emodiff_jax.eval import harness
+  from emodiff_jax.sampling.bundle import load_bundle
+  from emodiff_jax.train.vae_loop import load_vae
+  from tests.inference_fixtures import write_micro_bundle
+  bundle = load_bundle(write_micro_bundle(str(tmp_path / "bundle")))
+  swapped = harness.with_vae_run(bundle, vae_runs["straight"])
+  run_config, run_vae = load_vae(vae_runs["straight"])
+  chex.assert_trees_all_equal(swapped.params["vae"], run_vae)
+  chex.assert_trees_all_equal({k: v for k, v in swapped.params.items() if k != "vae"},
+                              {k: v for k, v in bundle.params.items() if k != "vae"})
+  assert swapped.config.model.vae == run_config.model.vae and swapped.config.sampling == bundle.config.sampling
+  assert not np.array_equal(jax.tree.leaves(swapped.params["vae"])[0], jax.tree.leaves(bundle.params["vae"])[0])
+  partition, identity = harness.identity_pool("test")[0]
+  args = (harness.portrait(partition, identity), harness.world_audio(3, 8), "happy", 1.0, 3)
+  ours, theirs = harness.vae_roundtrip_fn(swapped)(*args), harness.vae_roundtrip_fn(bundle)(*args)
+  assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs).max() > 0
+
+
 def test_loss_falls_and_metrics_and_previews_are_written(vae_runs):
   m = _metrics(vae_runs["straight"])
   assert [r["step"] for r in m] == [3, 6, 9, 12]

@@ -196,6 +196,16 @@ def vae_roundtrip_fn(bundle: Any, split: str = "test", partitions: Sequence[str]
   return _VaeRoundtrip(bundle, split, partitions)
 
 
+def with_vae_run(bundle: Any, workdir: str) -> Any:
+  """`bundle` with its VAE (`model.vae` config and params) replaced by the latest checkpoint of a
+  `launch.train_vae` run (EMA params when it kept them), e.g. to measure that VAE's `vae_roundtrip_fn`."""
+  from emodiff_jax.train.vae_loop import load_vae
+  run_config, params = load_vae(workdir)
+  config = bundle.config.copy_and_resolve_references()
+  config.model.vae = run_config.model.vae
+  return dataclasses.replace(bundle, config=config, params={**bundle.params, "vae": params})
+
+
 def random_identity_fn(split: str = "test", partitions: Sequence[str] = PARTITIONS,
                        resolution: int = RESOLUTION) -> VideoFn:
   """Baseline: a real clip of another identity of the pool in the requested emotion and intensity, with its
