@@ -43,7 +43,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = parser().parse_args(argv)
+  p = parser()
+  args = p.parse_args(argv)
+  if args.oracle and args.vae_run:
+    p.error("--vae-run compares a VAE with a checkpoint's: leave out --oracle")
   from emodiff_jax.emotion.probe import load_probe, probe_extractor
   from emodiff_jax.eval import harness
 
