@@ -86,7 +86,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_sidecar(out_path: str, *, config: dict, seed: int, checkpoint_dir: str,
-                  inputs: dict[str, str]) -> str:
+                  inputs: dict[str, str], checkpoint_sha256: Optional[str] = None) -> str:
   """Writes `<out_path>.json` atomically (`atomic_io.write_bytes`) and returns its path.
 
   Args:
@@ -95,13 +95,15 @@ def write_sidecar(out_path: str, *, config: dict, seed: int, checkpoint_dir: str
     seed: the sampling seed.
     checkpoint_dir: the model checkpoint folder.
     inputs: name -> file (e.g. {'portrait': 'me.jpg', 'speech': 'hello.wav'}).
+    checkpoint_sha256: `folder_sha256(checkpoint_dir)` when the caller already has it (a multi-GB bundle is
+      then not read again for every output).
   """
   if hasattr(config, "to_dict"):
     config = config.to_dict()
   record = dict(
       config=config, seed=int(seed),
       inputs={name: dict(path=os.path.abspath(p), sha256=file_sha256(p)) for name, p in inputs.items()},
-      checkpoint=dict(path=os.path.abspath(checkpoint_dir), sha256=folder_sha256(checkpoint_dir)),
+      checkpoint=dict(path=os.path.abspath(checkpoint_dir), sha256=checkpoint_sha256 or folder_sha256(checkpoint_dir)),
       versions=dict(python=platform.python_version(), **{k: _version(d) for k, d in _PACKAGES.items()}),
       git=_git())
   text = json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n"

@@ -204,7 +204,8 @@ class Renderer:
       write_sidecar(p.job.out, config=dict(job=dataclasses.asdict(p.job), sampling=self.sampling.to_dict(),
                                            num_frames=plan.num_frames),
                     seed=p.job.seed, checkpoint_dir=self.bundle.path,
-                    inputs={"image": p.job.image, "audio": p.job.audio})
+                    inputs={"image": p.job.image, "audio": p.job.audio},
+                    checkpoint_sha256=p.key.get("checkpoint"))  # run_jobs hashed the bundle once
       wr.finish(p.audio, SAMPLE_RATE)
 
 
