@@ -72,14 +72,14 @@ def _ours(unet_dir: str, adapter_dir: str, remat: str | None, x, t, ctx, noise, 
       lambda p, _: "train" if is_stage2_layer(tuple(str(getattr(k, "key", k)) for k in p)) else "frozen", params)
   optim = common.optim()
   optim.warmup_steps = 0
-  tx = optimizer.make_optimizer(optim, labels, 1000)
+  tx, schedule = optimizer.make_optimizer(optim, labels, 1000)
 
   def objective(p, batch, rng):
     del rng
     pred = backbone.apply({"params": p["backbone"]}, batch["x"], batch["t"], batch["ctx"])
     return jnp.mean((pred - batch["noise"]) ** 2), {}
 
-  step = jax.jit(step_lib.make_train_step(objective, tx, labels, learning_rate=optimizer.learning_rate(optim, 1000)),
+  step = jax.jit(step_lib.make_train_step(objective, tx, labels, learning_rate=schedule),
                  donate_argnums=(0,))
   state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.0)
   batch = {"x": x, "t": t, "ctx": ctx, "noise": noise}

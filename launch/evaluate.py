@@ -9,6 +9,9 @@ writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the ora
 `--vae-run=<launch.train_vae workdir>` (repeatable) adds the roundtrip row of another VAE (the checkpoint's
 `model.vae` config and params swapped for that run's), to compare autoencoders before training on them.
 
+`--cfg.<field>=<value>` overrides the checkpoint's sampling config, as in `launch.infer` (e.g.
+`--cfg.guidance.expression=3` for classifier-free guidance on the expression condition).
+
 The probe comes from `python -m launch.train_probe`.
 """
 
@@ -44,9 +47,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   p = parser()
-  args = p.parse_args(argv)
-  if args.oracle and args.vae_run:
-    p.error("--vae-run compares a VAE with a checkpoint's: leave out --oracle")
+  args, overrides = p.parse_known_args(argv)
+  if args.oracle and (args.vae_run or overrides):
+    p.error("--vae-run and --cfg.* apply to a checkpoint: leave out --oracle")
   from emodiff_jax.emotion.probe import load_probe, probe_extractor
   from emodiff_jax.eval import harness
 
@@ -54,8 +57,14 @@ def main(argv=None) -> int:
   fns = {}
   if not args.oracle:
     from emodiff_jax.sampling.bundle import load_bundle
+    from emodiff_jax.sampling.cli import apply_overrides
+    from emodiff_jax.sampling.render import InputError
     bundle = load_bundle(args.checkpoint)
     sampling = copy.deepcopy(bundle.config.sampling)
+    try:
+      apply_overrides(sampling, overrides)
+    except InputError as e:
+      p.error(str(e))
     if args.steps:
       sampling.num_steps = args.steps
     fns["model"] = harness.bundle_video_fn(bundle, sampling, args.batch_size)
@@ -72,6 +81,8 @@ def main(argv=None) -> int:
       emotions=tuple(args.emotions.split(",")) if args.emotions else harness.EMOTIONS,
       intensities=tuple(float(a) for a in args.intensities.split(",")), clips_per_cell=args.clips_per_cell,
       seconds=args.seconds, seed=args.seed, partitions=partitions)
+  if not args.oracle:
+    results["settings"].update(checkpoint=os.path.abspath(args.checkpoint), sampling=sampling.to_dict())
   harness.write_report(results, args.out)
   print(harness.markdown_table(results))
   return 0

@@ -34,11 +34,11 @@ def main(meshes: list[tuple[int, int]]) -> None:
   k_init, k_state = jax.random.split(jax.random.PRNGKey(0))
   abstract = jax.eval_shape(lambda k: init_params(models, config.model, k), k_init)
   labels = partition.trainable_labels(abstract, 1)
-  tx = optimizer.make_optimizer(config.optim, labels, 10)
+  tx, schedule = optimizer.make_optimizer(config.optim, labels, 10)
   initial = jax.device_get(jax.jit(lambda k: state_lib.create_state(
       init_params(models, config.model, k), tx, labels, k_state, config.optim.ema_decay))(k_init))
   step = step_lib.make_train_step(objective, tx, labels, ema_decay=config.optim.ema_decay,
-                                 learning_rate=optimizer.learning_rate(config.optim, 10))
+                                 learning_rate=schedule)
   abstract_state = jax.eval_shape(lambda: initial)
   out, states = {}, {}
   for data, fsdp in meshes:

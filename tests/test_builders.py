@@ -120,7 +120,7 @@ def _by_id(reader):
 def test_interrupted_build_leaves_nothing_and_rerun_succeeds(mead_build):
   builder, data_dir, leftovers = mead_build
   assert leftovers == []  # no version dir, no incomplete.* dir after the crash
-  assert os.listdir(os.path.join(data_dir, "mead", "64px")) == ["1.0.0"]
+  assert os.listdir(os.path.join(data_dir, "mead", "64px")) == [str(clip_builder.ClipDatasetBuilder.VERSION)]
   assert builder.info.splits["train"].num_examples == 2
   assert builder.info.splits["test"].num_examples == 1
 
@@ -187,7 +187,7 @@ def test_corrupt_shard_error_names_the_shard(mead_build, tmp_path):
   _, data_dir, _ = mead_build
   copy = str(tmp_path / "tfds")
   shutil.copytree(data_dir, copy)
-  version_dir = os.path.join(copy, "mead", "64px", "1.0.0")
+  version_dir = os.path.join(copy, "mead", "64px", str(clip_builder.ClipDatasetBuilder.VERSION))
   shard = [f for f in os.listdir(version_dir) if f.startswith("mead-train.array_record")][0]
   with open(os.path.join(version_dir, shard), "r+b") as f:
     f.truncate(1000)

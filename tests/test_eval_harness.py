@@ -104,10 +104,26 @@ def test_launch_evaluate_on_micro_bundle_writes_the_report(tmp_path):
   out = tmp_path / "report"
   subprocess.run([sys.executable, "-m", "launch.evaluate", f"--checkpoint={bundle}", "--dataset=synthetic_talk",
                   "--split=test", f"--probe={tmp_path / 'probe.msgpack'}", f"--out={out}", "--clips-per-cell=1",
-                  "--seconds=0.4", "--steps=2", "--emotions=neutral,happy", "--intensities=0,1"],
-                 cwd=ROOT, check=True)
+                  "--seconds=0.4", "--steps=2", "--emotions=neutral,happy", "--intensities=0,1",
+                  "--cfg.guidance.expression=2"], cwd=ROOT, check=True)
   assert sorted(os.listdir(out)) == ["intensity.png", "metrics.json", "metrics.md"]
-  assert {"model", "vae_roundtrip"} <= set(json.load(open(out / "metrics.json"))["methods"])
+  report = json.load(open(out / "metrics.json"))
+  assert {"model", "vae_roundtrip"} <= set(report["methods"])
+  sampling = report["settings"]["sampling"]  # the settings the model row was sampled with
+  assert sampling["num_steps"] == 2 and sampling["guidance"]["expression"] == 2.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cfg.guidance.nope=2"], "no field 'nope'"),
+    (["--cfg.guidance.expression=strong"], "not a float"),
+    (["--oracle", "--cfg.guidance.expression=2"], "apply to a checkpoint"),
+])
+def test_launch_evaluate_rejects_bad_sampling_overrides(argv, message, tmp_path, capsys):
+  from launch import evaluate
+  with pytest.raises(SystemExit) as exit_info:
+    evaluate.main([f"--probe={tmp_path / 'unused.msgpack'}", f"--out={tmp_path / 'report'}", *argv])
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "report")
 
 
 @pytest.mark.parametrize("name", ablate.ABLATIONS)

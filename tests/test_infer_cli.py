@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emodiff_jax.input.media import load_audio, read_video
-from emodiff_jax.sampling import render
+from emodiff_jax.sampling import provenance, render
 from emodiff_jax.sampling.cli import main
 from emodiff_jax.sampling.video_out import probe_mp4
 from tests.inference_fixtures import write_micro_bundle
@@ -126,6 +126,21 @@ def test_outputs_and_parts_of_another_render_are_not_reused(files, first_render,
   monkeypatch.setattr(render.Renderer, "render_batch", real)
   assert main(_args(files, partial)) == 0
   np.testing.assert_array_equal(read_video(partial)[0], read_video(first_render)[0])
+
+
+def test_a_render_hashes_the_bundle_and_each_input_once(files, first_render, monkeypatch):
+  calls = []
+  for module in (render, provenance):
+    for name in ("file_sha256", "folder_sha256"):
+      real = getattr(provenance, name)
+      monkeypatch.setattr(module, name, lambda path, real=real: calls.append(os.path.abspath(path)) or real(path))
+  out = str(files["dir"] / "hashed.mp4")
+  assert main(_args(files, out, "--steps=3")) == 0
+  assert sorted(calls) == sorted(os.path.abspath(p) for p in (files["bundle"], PORTRAIT, files["audio"]))
+  sidecar = json.load(open(out + ".json"))  # the hashes taken for the render key are the ones recorded
+  assert sidecar["checkpoint"]["sha256"] == provenance.folder_sha256(files["bundle"])
+  assert sidecar["inputs"]["image"]["sha256"] == provenance.file_sha256(PORTRAIT)
+  assert sidecar["inputs"]["audio"]["sha256"] == provenance.file_sha256(files["audio"])
 
 
 def test_jobs_file_renders_good_jobs_and_reports_the_bad_one(files, capsys):

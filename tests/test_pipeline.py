@@ -5,7 +5,7 @@ import pytest
 
 import data  # registers the TFDS builders
 
-from emodiff_jax.input import pipeline, records
+from emodiff_jax.input import pipeline, records, world_source
 from emodiff_jax.input.records import SAMPLES_PER_FRAME
 from emodiff_jax.synth import world
 
@@ -160,6 +160,35 @@ def test_bad_config_errors(recs):
                                     process_count=1)))
 
 
+@pytest.mark.parametrize("stage", ["clip", "image"])
+def test_neutral_reference_is_the_speakers_neutral_face_and_leaves_the_rest(stage):
+  source = world_source.WorldSource("train", "mead_like", num_frames=T, resolution=32)
+  emotional = [i for i, s in enumerate(source.specs) if s.emotion == "happy" and s.level == 3][:2]
+  src = [[source[i] for i in emotional]]
+  run = lambda ref: next(iter(pipeline.make_dataset(_cfg(stage=stage, reference=ref), split="train", sources=src,
+                                                    process_index=0, process_count=1)))
+  clip_ref, neutral_ref = run("clip"), run("neutral")
+  target = "frames" if stage == "clip" else "target"
+  np.testing.assert_array_equal(neutral_ref[target], clip_ref[target])  # same frames, only the reference moves
+  portraits = {source.specs[i].identity: world.neutral_portrait("mead_like", source.specs[i].identity, 32)
+               for i in emotional}
+  for b in range(4):
+    match = [ident for ident, p in portraits.items()
+             if np.allclose(neutral_ref["reference"][b], p.astype(np.float32) / 127.5 - 1.0, atol=1e-6)]
+    assert len(match) == 1, "the reference is its identity's zero-expression portrait"
+    # A frame of a strongly happy clip is not that face: the 'clip' reference shows the emotion.
+    assert np.abs(clip_ref["reference"][b] - neutral_ref["reference"][b]).mean() > 0.01
+
+
+def test_neutral_reference_errors_name_the_clip_and_the_field(recs):
+  with pytest.raises(ValueError, match=rf"{recs[0][1].clip_id}.*no neutral_reference"):
+    next(iter(pipeline.make_dataset(_cfg(reference="neutral"), split="train", sources=[[recs[0][0]]],
+                                    process_index=0, process_count=1)))
+  with pytest.raises(ValueError, match="data.reference must be one of"):
+    next(iter(pipeline.make_dataset(_cfg(reference="portrait"), split="train", sources=[[recs[0][0]]],
+                                    process_index=0, process_count=1)))
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
   """A small synthetic_talk build in ArrayRecord (32 px, 12 frames, one clip per condition)."""
@@ -190,4 +219,8 @@ def test_reads_real_arrayrecord_builds_and_mixes_their_splits(built):
     np.testing.assert_allclose(batch["audio"][b][cfg.audio_margin * SAMPLES_PER_FRAME:][:SAMPLES_PER_FRAME],
                                records.audio_float(rec)[idx[0] * SAMPLES_PER_FRAME:][:SAMPLES_PER_FRAME])
     assert batch["emotion"][b] == rec["emotion"] and batch["level"][b] == rec["level"]
+    spec = next(s for p in world.PARTITION_SIZES for s in world.list_clips(split, p)
+                if s.clip_id == rec["clip_id"].decode())
+    np.testing.assert_array_equal(records.decode_neutral_reference(rec),
+                                  world.neutral_portrait(spec.partition, spec.identity, 32))
   assert seen == {"train", "test"}

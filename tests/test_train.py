@@ -45,7 +45,7 @@ def test_stage_partition_follows_the_paper(micro_abstract):
 
 def test_optimizer_state_exists_only_for_trainable_params(micro_abstract):
   labels = partition.trainable_labels(micro_abstract, 2)
-  tx = optimizer.make_optimizer(common.optim(), labels, 100)
+  tx, _ = optimizer.make_optimizer(common.optim(), labels, 100)
   opt_state = jax.eval_shape(tx.init, micro_abstract)
   counts = partition.count_by_label(micro_abstract, labels)
   moments = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(opt_state) if x.shape)
@@ -74,8 +74,8 @@ def _optim(**kw):
 def _tx_and_step(objective, labels, optim=None, **kw):
   """The optimizer of `optim` (default `_optim()`, 100 steps) and the (unjitted) train step using it."""
   optim = optim or _optim()
-  tx = optimizer.make_optimizer(optim, labels, 100)
-  return tx, step_lib.make_train_step(objective, tx, labels, learning_rate=optimizer.learning_rate(optim, 100), **kw)
+  tx, schedule = optimizer.make_optimizer(optim, labels, 100)
+  return tx, step_lib.make_train_step(objective, tx, labels, learning_rate=schedule, **kw)
 
 
 def _batch(seed=0, n=8):

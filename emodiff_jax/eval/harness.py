@@ -65,6 +65,7 @@ from emodiff_jax.synth.expression import COEFFICIENTS, EMOTIONS, EXPRESSION_DIM,
 from emodiff_jax.synth.identity import identity_indices, make_identity
 from emodiff_jax.synth.render import render_frames
 from emodiff_jax.synth.trajectory import expression_trajectory
+from emodiff_jax.synth.world import neutral_portrait
 
 VideoFn = Callable[[np.ndarray, np.ndarray, str, float, int], np.ndarray]
 ProbeFn = Callable[[np.ndarray], np.ndarray]
@@ -113,7 +114,7 @@ def make_requests(split: str, emotions: Sequence[str], intensities: Sequence[flo
 
 def portrait(partition: str, identity: int, resolution: int = RESOLUTION) -> np.ndarray:
   """The reference image of an identity: its face at the zero expression (frontal, mouth closed), `[H, W, 3]`."""
-  return render_frames(make_identity(partition, identity), np.zeros((1, EXPRESSION_DIM), np.float32), resolution)[0]
+  return neutral_portrait(partition, identity, resolution)
 
 
 def world_audio(seed: int, num_frames: int) -> np.ndarray:

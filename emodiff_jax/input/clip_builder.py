@@ -225,7 +225,11 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   """Base of all clip builders: the `records` schema, written as ArrayRecord by
   `download_and_prepare(file_format='array_record')`."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Frames, audio, expression codes and labels per clip.",
+      "1.1.0": "`neutral_reference`: the speaker's neutral face (synthetic_talk; empty for mead/hdtf).",
+  }
 
   def __init__(self, **kwargs):
     super().__init__(**kwargs)

@@ -10,6 +10,12 @@ different trainers: the contiguous one lets wav2vec2 run once per clip and its f
 +-margin frames per frame (cheap, and the encoder sees long context), the per-frame windows give
 fixed-shape independent inputs when features are extracted frame by frame.
 Images are float32 in [-1, 1], `[H, W, 3]`.
+
+Where the reference comes from is `data.reference`: 'clip' (a frame of the clip itself, as above) or
+'neutral' (the record's `neutral_reference`, the speaker's neutral face). A frame of an emotional clip
+shows the emotion, so with 'clip' the backbone can copy it from the reference instead of reading it from
+the expression condition, and at inference, from a neutral portrait, the emotion is missing; 'neutral'
+trains on what inference gives (EMOdiffhead edits emotion from a neutral-looking portrait, Sec. 3.3).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import cv2
 import ml_collections
 import numpy as np
 
-from emodiff_jax.input.records import SAMPLES_PER_FRAME, audio_float, decode_frames
+from emodiff_jax.input.records import SAMPLES_PER_FRAME, audio_float, decode_frames, decode_neutral_reference
+
+REFERENCES = ("clip", "neutral")
 
 
 def _augment_params(rng: np.random.Generator, aug: Mapping[str, Any]) -> dict:
@@ -50,6 +58,21 @@ def _frames(record: Mapping[str, Any], idx: np.ndarray) -> np.ndarray:
   return decode_frames({"clip_id": record.get("clip_id"), "frames": [record["frames"][i] for i in idx]})
 
 
+def _with_reference(record: Mapping[str, Any], idx: np.ndarray, ref: int, cfg: ml_collections.ConfigDict
+                    ) -> np.ndarray:
+  """uint8 `[len(idx) + 1, H, W, 3]`: frames `idx`, then the reference (frame `ref` or the neutral face)."""
+  if cfg.reference not in REFERENCES:
+    raise ValueError(f"data.reference must be one of {REFERENCES}, got {cfg.reference!r}")
+  if cfg.reference == "clip":
+    return _frames(record, np.append(idx, ref))
+  frames = _frames(record, idx)
+  neutral = decode_neutral_reference(record)
+  if neutral.shape != frames.shape[1:]:
+    raise ValueError(f"record {record.get('clip_id')!r}: neutral_reference is {neutral.shape[:2]}, its frames "
+                     f"{frames.shape[1:3]}")
+  return np.concatenate([frames, neutral[None]])
+
+
 def _expression(record: Mapping[str, Any], idx: Any, cfg: ml_collections.ConfigDict) -> np.ndarray:
   expression = np.asarray(record["expression"], np.float32)
   if expression.shape[-1] != cfg.expression_dim:
@@ -63,12 +86,13 @@ def _labels(record: Mapping[str, Any]) -> dict:
 
 
 def image_example(record: Mapping[str, Any], rng: np.random.Generator, cfg: ml_collections.ConfigDict) -> dict:
-  """Stage 1: `target` and `reference` `[H, W, 3]`, two different frames of one clip."""
+  """Stage 1: `target` and `reference` `[H, W, 3]`: a frame and another frame of its clip (or the neutral
+  face, `data.reference`)."""
   t = int(record["num_frames"])
   target = int(rng.integers(t))
   ref = (target + 1 + int(rng.integers(t - 1))) % t if t > 1 else 0  # uniform over the other frames
   p = _augment_params(rng, cfg.augment)
-  imgs = _apply(_frames(record, np.array([target, ref])), p, cfg.resolution)
+  imgs = _apply(_with_reference(record, np.array([target]), ref, cfg), p, cfg.resolution)
   return dict(target=imgs[0], reference=imgs[1], frame_index=np.int32(target), reference_index=np.int32(ref),
               expression=_expression(record, target, cfg),
               has_expression=np.bool_(record["has_expression"]), **_labels(record))
@@ -88,7 +112,7 @@ def clip_example(record: Mapping[str, Any], rng: np.random.Generator, cfg: ml_co
   outside = np.setdiff1d(np.arange(t), np.arange(start, start + span))
   ref = int(rng.choice(outside)) if len(outside) else int(rng.integers(t))
   p = _augment_params(rng, cfg.augment)
-  imgs = _apply(_frames(record, np.append(idx, ref)), p, cfg.resolution)
+  imgs = _apply(_with_reference(record, idx, ref, cfg), p, cfg.resolution)
   spf = SAMPLES_PER_FRAME
   audio = np.pad(audio_float(record), (m * spf, m * spf))  # index shift: sample s -> s + m * spf
   contiguous = audio[start * spf:(start + span + 2 * m) * spf]

@@ -50,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.frame_stride = 1
   c.expression_dim = 50  # D of the records' per-frame expression codes (FLAME: 50)
   c.audio_margin = 2  # frames of audio context on each side (the +-2 wav2vec2 window)
+  # The reference image: 'clip' (another frame of the same clip) or 'neutral' (the record's neutral face
+  # of the speaker; see input/examples.py for why stage 2 on emotional data wants it).
+  c.reference = "clip"
   c.batch_size = 8  # global, over all hosts
   c.worker_count = 0
   c.read_threads = 4

@@ -14,6 +14,7 @@ One record is one talking-head clip at 25 fps with its 16 kHz audio:
 | `audio` | Tensor `[T * 640]` int16 | mono 16 kHz PCM, padded/trimmed to exactly T frames |
 | `expression` | Tensor `[T, D]` float32 | per-frame FLAME expression codes (zeros when absent) |
 | `has_expression` | bool | whether `expression` holds real codes |
+| `neutral_reference` | Tensor `[0 or 1]` object | the speaker's face at a neutral expression, encoded like `frames` (empty when the builder has none) |
 
 No TensorFlow is needed: images are encoded with OpenCV and stored as bytes tensors, so records
 read back through `tfds.data_source` (ArrayRecord) in plain NumPy.
@@ -73,6 +74,7 @@ def features(expression_dim: int = EXPRESSION_DIM) -> tfds.features.FeaturesDict
       "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
       "expression": tfds.features.Tensor(shape=(None, expression_dim), dtype=np.float32),
       "has_expression": np.bool_,
+      "neutral_reference": tfds.features.Tensor(shape=(None,), dtype=np.object_),
   })
 
 
@@ -102,6 +104,15 @@ def decode_frames(record: Mapping[str, Any]) -> np.ndarray:
   return np.stack(out)
 
 
+def decode_neutral_reference(record: Mapping[str, Any]) -> np.ndarray:
+  """The record's neutral face as uint8 `[H, W, 3]`; a ValueError naming the clip when it has none."""
+  encoded = list(record.get("neutral_reference", []))
+  if not encoded:
+    raise ValueError(f"record {_text(record.get('clip_id'))!r} has no neutral_reference image: build the "
+                     "dataset with one (synthetic_talk >= 1.1.0 has it) or use data.reference='clip'")
+  return decode_frames({"clip_id": record.get("clip_id"), "frames": encoded[:1]})[0]
+
+
 def audio_to_int16(audio: np.ndarray, num_frames: int) -> np.ndarray:
   """float32 `[N]` in [-1, 1] -> int16 `[num_frames * 640]` (zero-padded or trimmed)."""
   n = num_frames * SAMPLES_PER_FRAME
@@ -122,9 +133,9 @@ def _text(value: Any) -> str:
 def make_record(*, clip_id: str, identity: str, dataset: str, source: str, emotion: str,
                 level: int, frames: np.ndarray, audio: np.ndarray,
                 expression: Optional[np.ndarray], expression_dim: int = EXPRESSION_DIM,
-                image_format: str = "png") -> dict:
-  """Assembles one record from 25 fps frames `[T, H, W, 3]`, 16 kHz audio `[N]` and optional
-  expression codes `[T, D]`."""
+                image_format: str = "png", neutral_reference: Optional[np.ndarray] = None) -> dict:
+  """Assembles one record from 25 fps frames `[T, H, W, 3]`, 16 kHz audio `[N]`, optional expression codes
+  `[T, D]` and an optional neutral face of the speaker `[H, W, 3]` (see the module docstring)."""
   if dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
   if emotion not in EMOTIONS:
@@ -150,6 +161,8 @@ def make_record(*, clip_id: str, identity: str, dataset: str, source: str, emoti
       "audio": audio_to_int16(audio, t),
       "expression": expression,
       "has_expression": bool(has),
+      "neutral_reference": ([] if neutral_reference is None else
+                            encode_frames(np.asarray(neutral_reference)[None], image_format)),
   }
 
 

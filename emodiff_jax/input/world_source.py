@@ -16,13 +16,15 @@ PREFIX = "synth_world/"
 
 def world_record(spec: world.ClipSpec, *, seed: int, num_frames: int, resolution: int,
                  expression_dim: int = records.EXPRESSION_DIM, image_format: str = "png") -> dict:
-  """The record of one synthetic clip, as `records.make_record` builds it (emotion as its name)."""
+  """The record of one synthetic clip, as `records.make_record` builds it (emotion as its name), with the
+  identity's zero-expression portrait as its `neutral_reference`."""
   clip = world.generate_clip(spec, num_frames=num_frames, resolution=resolution, expression_dim=expression_dim,
                              seed=seed)
   return records.make_record(
       clip_id=clip.clip_id, identity=f"{spec.partition}/{clip.identity_id}", dataset="synthetic_talk",
       source=spec.partition, emotion=clip.emotion, level=clip.level, frames=clip.frames, audio=clip.audio,
-      expression=clip.expression, expression_dim=expression_dim, image_format=image_format)
+      expression=clip.expression, expression_dim=expression_dim, image_format=image_format,
+      neutral_reference=world.neutral_portrait(spec.partition, spec.identity, resolution))
 
 
 class WorldSource(collections.abc.Sequence):

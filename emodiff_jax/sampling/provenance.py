@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import subprocess
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from emodiff_jax.atomic_io import write_bytes
 
@@ -86,7 +86,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_sidecar(out_path: str, *, config: dict, seed: int, checkpoint_dir: str,
-                  inputs: dict[str, str], checkpoint_sha256: Optional[str] = None) -> str:
+                  inputs: dict[str, str], known_sha256: Optional[Mapping[str, str]] = None) -> str:
   """Writes `<out_path>.json` atomically (`atomic_io.write_bytes`) and returns its path.
 
   Args:
@@ -95,15 +95,17 @@ def write_sidecar(out_path: str, *, config: dict, seed: int, checkpoint_dir: str
     seed: the sampling seed.
     checkpoint_dir: the model checkpoint folder.
     inputs: name -> file (e.g. {'portrait': 'me.jpg', 'speech': 'hello.wav'}).
-    checkpoint_sha256: `folder_sha256(checkpoint_dir)` when the caller already has it (a multi-GB bundle is
-      then not read again for every output).
+    known_sha256: path -> sha256 the caller already computed for `checkpoint_dir` or an input (a multi-GB
+      bundle is then not read again for every output); the others are hashed here.
   """
+  known = dict(known_sha256 or {})
   if hasattr(config, "to_dict"):
     config = config.to_dict()
   record = dict(
       config=config, seed=int(seed),
-      inputs={name: dict(path=os.path.abspath(p), sha256=file_sha256(p)) for name, p in inputs.items()},
-      checkpoint=dict(path=os.path.abspath(checkpoint_dir), sha256=checkpoint_sha256 or folder_sha256(checkpoint_dir)),
+      inputs={name: dict(path=os.path.abspath(p), sha256=known.get(p) or file_sha256(p)) for name, p in inputs.items()},
+      checkpoint=dict(path=os.path.abspath(checkpoint_dir),
+                      sha256=known.get(checkpoint_dir) or folder_sha256(checkpoint_dir)),
       versions=dict(python=platform.python_version(), **{k: _version(d) for k, d in _PACKAGES.items()}),
       git=_git())
   text = json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n"

@@ -205,8 +205,17 @@ class Renderer:
                                            num_frames=plan.num_frames),
                     seed=p.job.seed, checkpoint_dir=self.bundle.path,
                     inputs={"image": p.job.image, "audio": p.job.audio},
-                    checkpoint_sha256=p.key.get("checkpoint"))  # run_jobs hashed the bundle once
+                    known_sha256=_hashed(p, self.bundle.path))
       wr.finish(p.audio, SAMPLE_RATE)
+
+
+def _hashed(p: Prepared, checkpoint_dir: str) -> Optional[dict[str, str]]:
+  """The sha256s `run_jobs` took for `p`'s render key (bundle, image, audio), so the sidecar does not hash
+  them again; None for a job prepared without a key."""
+  if not p.key:
+    return None
+  return {checkpoint_dir: p.key["checkpoint"], p.job.image: p.key["inputs"]["image"],
+          p.job.audio: p.key["inputs"]["audio"]}
 
 
 def _motion_path(writer: SegmentWriter, w: int) -> str:

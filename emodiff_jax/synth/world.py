@@ -67,6 +67,13 @@ def list_clips(split: str, partition: str, clips_per_condition: int = 1) -> list
           for e, lv in conditions for k in range(clips_per_condition)]
 
 
+def neutral_portrait(partition: str, identity: int, resolution: int = 64) -> np.ndarray:
+  """The identity at the zero expression (frontal, mouth closed, no emotion): uint8 `[H, W, 3]`. What a
+  user's portrait shows, and so the reference image of training with `data.reference='neutral'`."""
+  return render_frames(make_identity(partition, identity), np.zeros((1, EXPRESSION_DIM), np.float32),
+                       resolution)[0]
+
+
 def generate_clip(spec: ClipSpec, num_frames: int = 50, resolution: int = 64,
                   expression_dim: int = EXPRESSION_DIM, seed: int = 0) -> Clip:
   """Renders `spec` deterministically for `seed`."""

@@ -33,7 +33,7 @@ from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params, uses_loaded_weights
 from emodiff_jax.train.objective import DiffusionObjective
 from emodiff_jax.train.preemption import Preemption
-from emodiff_jax.train.optimizer import learning_rate, make_optimizer
+from emodiff_jax.train.optimizer import make_optimizer
 from emodiff_jax.train.partition import count_by_label, trainable_labels
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.state import TrainState, create_state, steps_done
@@ -79,7 +79,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   abstract_params = jax.eval_shape(lambda k: init_params(models, config.model, k), k_init)
   labels = trainable_labels(abstract_params, config.stage)
   counts = count_by_label(abstract_params, labels)
-  tx = make_optimizer(config.optim, labels, config.train.steps)
+  tx, schedule = make_optimizer(config.optim, labels, config.train.steps)
   make_state = lambda p: create_state(p, tx, labels, k_state, config.optim.ema_decay)
   abstract_state = jax.eval_shape(make_state, abstract_params)
   state_sh = tree_shardings(abstract_state, mesh, config.mesh.rules)
@@ -102,7 +102,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
 
   step_fn = jit_train_step(
       make_train_step(objective, tx, labels, accum_steps=config.optim.accum_steps,
-                      ema_decay=config.optim.ema_decay, learning_rate=learning_rate(config.optim, config.train.steps)),
+                      ema_decay=config.optim.ema_decay, learning_rate=schedule),
       state_sh, mesh)
   preview_fn = jax.jit(lambda p, b, r: preview.sample_frames(objective, p, b, r, config.train.preview_sampling_steps))
   writer = MetricWriter(os.path.join(workdir, "tb"))

@@ -29,11 +29,14 @@ def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
   return optax.join_schedules([optax.linear_schedule(0.0, optim.learning_rate, warmup), after], [warmup])
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, labels: Any, total_steps: int) -> optax.GradientTransformation:
-  """`optax.multi_transform`: clip + AdamW on 'train' leaves, zero updates (no state) on 'frozen' ones."""
+def make_optimizer(optim: ml_collections.ConfigDict, labels: Any, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """`(tx, schedule)`: `tx` is `optax.multi_transform` with clip + AdamW on 'train' leaves and zero updates (no
+  state) on 'frozen' ones; `schedule` is its learning rate by step (the train step checks and logs it)."""
+  schedule = learning_rate(optim, total_steps)
   train = optax.chain(
       optax.clip_by_global_norm(optim.clip_norm) if optim.clip_norm > 0 else optax.identity(),
-      optax.adamw(learning_rate(optim, total_steps), b1=optim.b1, b2=optim.b2, eps=optim.eps,
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                   weight_decay=optim.weight_decay),
   )
-  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
+  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels), schedule

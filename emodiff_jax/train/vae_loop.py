@@ -41,7 +41,7 @@ from emodiff_jax.models.vae import AutoencoderKL
 from emodiff_jax.train import preview
 from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
 from emodiff_jax.train.loop import save_if_good
-from emodiff_jax.train.optimizer import learning_rate, make_optimizer
+from emodiff_jax.train.optimizer import make_optimizer
 from emodiff_jax.train.preemption import Preemption
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.state import TrainState, create_state, steps_done
@@ -158,7 +158,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   init = lambda k: {"vae": init_vae_params(vae, config.model.resolution, k)}
   abstract_params = jax.eval_shape(init, k_init)
   labels = jax.tree.map(lambda _: "train", abstract_params)
-  tx = make_optimizer(config.optim, labels, config.train.steps)
+  tx, schedule = make_optimizer(config.optim, labels, config.train.steps)
   make_state = lambda p: create_state(p, tx, labels, k_state, config.optim.ema_decay)
   abstract_state = jax.eval_shape(make_state, abstract_params)
   state_sh = tree_shardings(abstract_state, mesh, config.mesh.rules)
@@ -175,7 +175,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   objective = lambda p, b, r: vae_loss(vae, config.loss, p["vae"], batch_images(b), r)
   step_fn = jit_train_step(
       make_train_step(objective, tx, labels, accum_steps=config.optim.accum_steps, ema_decay=config.optim.ema_decay,
-                      learning_rate=learning_rate(config.optim, config.train.steps)),
+                      learning_rate=schedule),
       state_sh, mesh)
   metrics_fn = jax.jit(lambda p, b: reconstruction_metrics(vae, p, batch_images(b)))
   recon_fn = jax.jit(lambda p, x: reconstruct(vae, p, x))
