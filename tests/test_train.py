@@ -1,16 +1,20 @@
 """Train-step mechanics: per-stage partition, optimizer state only where training happens, frozen params
-bit-identical, EMA, the non-finite guard, gradient accumulation, learning-rate schedule, sharding rules."""
+bit-identical, EMA, the non-finite guard, gradient accumulation, learning-rate schedule, sharding rules,
+and the step loop the training loops share (SIGTERM, log windows)."""
+
+import os
+import signal
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import common
 from emodiff_jax.models.build import abstract_params, build_models
 from emodiff_jax.train import optimizer, partition, sharding, state as state_lib, step as step_lib
+from emodiff_jax.train.step_loop import StepLoop, means
 from tests.train_configs import micro_model
 
 
@@ -173,3 +177,21 @@ def test_logical_rules_shard_kernels_over_fsdp_when_divisible():
     m = common.mesh()
     m.data, m.fsdp = 3, 1
     sharding.make_mesh(m)
+
+
+def test_step_loop_stops_after_the_step_sigterm_arrives_in_and_windows_its_metrics():
+  before = signal.getsignal(signal.SIGTERM)
+  loop, seen = StepLoop(3, 10, desc="test"), []
+  for step in loop:
+    seen.append(step)
+    loop.record({"loss": np.float32(step), "grad_norm": np.float32(2 * step)})
+    if step == 5:
+      os.kill(os.getpid(), signal.SIGTERM)  # preemption: step 5 completes, then the loop stops
+  assert seen == [4, 5] and loop.done == 5
+  assert signal.getsignal(signal.SIGTERM) is before
+  stacked, seconds = loop.flush()
+  assert means(stacked) == {"loss": 4.5, "grad_norm": 9.0} and means(stacked, ["loss"]) == {"loss": 4.5}
+  assert seconds >= 0 and loop.flush()[0] == []  # a flush starts a new window
+  loop = StepLoop(0, 7, desc="test")
+  logged = [step for step in loop if loop.log_due(3)]
+  assert logged == [3, 6, 7]  # every 3 steps, and the last

@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
 from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
 from emodiff_jax.emotion.gan_train import GANState, create_gan_state, make_gan_step, model_config
 from emodiff_jax.models.expression_gan import init_params
 from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
-from emodiff_jax.train.preemption import Preemption
+from emodiff_jax.train.step_loop import StepLoop, means
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.step import jit_train_step
 from emodiff_jax.train.writer import MetricWriter
@@ -79,28 +77,17 @@ def train_expression_gan(config: ml_collections.ConfigDict, workdir: str) -> GAN
 
   step_fn = jit_train_step(make_gan_step(config), state_sh, mesh)
   writer = MetricWriter(os.path.join(workdir, "tb"))
-  done = int(state.step)
-  pending, window_start = [], time.perf_counter()
-  bar = tqdm(total=config.train.steps, initial=done, desc="expression GAN", disable=jax.process_index() != 0)
-  with Preemption() as preemption:
-    while done < config.train.steps:
-      state, metrics = step_fn(state, global_batch(_local_batch(data, config, done), mesh))
-      done += 1
-      bar.update(1)
-      pending.append(metrics)
-      ckpt.save(done, state, None, config)
-      if done % config.train.log_every == 0 or done == config.train.steps:
-        stacked = jax.device_get(pending)
-        scalars = {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
-        scalars["steps_per_sec"] = len(pending) / (time.perf_counter() - window_start)
-        writer.write_scalars(done, scalars)
-        bar.set_postfix(d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}")
-        pending, window_start = [], time.perf_counter()
-      if preemption.requested:
-        log.info("SIGTERM: saving step %d and stopping", done)
-        break
-  bar.close()
-  ckpt.finish(done, state, None, config)
+  loop = StepLoop(int(state.step), config.train.steps, desc="expression GAN")
+  for done in loop:
+    state, metrics = step_fn(state, global_batch(_local_batch(data, config, done - 1), mesh))
+    loop.record(metrics)
+    ckpt.save(done, state, None, config)
+    if loop.log_due(config.train.log_every):
+      stacked, seconds = loop.flush()
+      scalars = dict(means(stacked), steps_per_sec=1.0 / seconds)
+      writer.write_scalars(done, scalars)
+      loop.bar.set_postfix(d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}")
+  ckpt.finish(loop.done, state, None, config)
   writer.close()
   return state
 

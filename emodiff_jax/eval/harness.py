@@ -61,7 +61,7 @@ from emodiff_jax.eval.identity import (
 )
 from emodiff_jax.eval.lipsync import envelope_jaw_sync
 from emodiff_jax.synth.audio import FPS, SAMPLE_RATE, envelope_from_audio, speech_like_audio
-from emodiff_jax.synth.expression import COEFFICIENTS, EMOTIONS, EXPRESSION_DIM, INDEX, emotion_direction
+from emodiff_jax.synth.expression import COEFFICIENTS, EMOTIONS, INDEX, emotion_direction
 from emodiff_jax.synth.identity import identity_indices, make_identity
 from emodiff_jax.synth.render import render_frames
 from emodiff_jax.synth.trajectory import expression_trajectory

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
 from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input import pipeline
@@ -32,7 +30,7 @@ from emodiff_jax.train import flops, preview
 from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params, uses_loaded_weights
 from emodiff_jax.train.objective import DiffusionObjective
-from emodiff_jax.train.preemption import Preemption
+from emodiff_jax.train.step_loop import StepLoop, means
 from emodiff_jax.train.optimizer import make_optimizer
 from emodiff_jax.train.partition import count_by_label, trainable_labels
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
@@ -107,43 +105,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   preview_fn = jax.jit(lambda p, b, r: preview.sample_frames(objective, p, b, r, config.train.preview_sampling_steps))
   writer = MetricWriter(os.path.join(workdir, "tb"))
   keys = objective.batch_keys
-  done = steps_done(state)
   compiled, step_flops, peak = None, 0.0, 0.0
-  pending, window_start, window_steps = [], time.perf_counter(), 0
-  bar = tqdm(total=config.train.steps, initial=done, desc=f"stage {config.stage}", disable=jax.process_index() != 0)
-  with Preemption() as preemption:
-    while done < config.train.steps:
-      host_batch = next(data_iter)
-      batch = global_batch({k: host_batch[k] for k in keys}, mesh)
-      if compiled is None:
-        compiled = step_fn.lower(state, batch).compile()
-        step_flops, peak = flops.compiled_flops(compiled), flops.matmul_peak_flops()
-        window_start = time.perf_counter()
-      state, metrics = compiled(state, batch)
-      done += 1
-      window_steps += 1
-      bar.update(1)
-      pending.append(metrics)
-      save_if_good(ckpt, done, state, data_iter, config)
-      if done % config.train.log_every == 0 or done == config.train.steps:
-        seconds = (time.perf_counter() - window_start) / window_steps
-        stacked = jax.device_get(pending)
-        scalars = {name: float(np.mean([m[name] for m in stacked])) for name in ("loss", "grad_norm")}
-        scalars.update(learning_rate=float(stacked[-1]["learning_rate"]), steps_per_sec=1.0 / seconds,
-                       examples_per_sec=config.data.batch_size / seconds,
-                       mfu=step_flops / seconds / peak if peak else 0.0,
-                       skipped_steps=int(state.skipped_steps))
-        writer.write_scalars(done, scalars)
-        bar.set_postfix(loss=f"{scalars['loss']:.4f}")
-        pending, window_start, window_steps = [], time.perf_counter(), 0
-      if config.train.preview_every and done % config.train.preview_every == 0:
-        _write_preview(preview_fn, state, host_batch, keys, config, workdir, writer, done)
-        window_start = time.perf_counter()
-      if preemption.requested:
-        log.info("SIGTERM: saving step %d and stopping", done)
-        break
-  bar.close()
-  ckpt.finish(done, state, data_iter, config)
+  loop = StepLoop(steps_done(state), config.train.steps, desc=f"stage {config.stage}")
+  for done in loop:
+    host_batch = next(data_iter)
+    batch = global_batch({k: host_batch[k] for k in keys}, mesh)
+    if compiled is None:
+      compiled = step_fn.lower(state, batch).compile()
+      step_flops, peak = flops.compiled_flops(compiled), flops.matmul_peak_flops()
+      loop.restart_clock()
+    state, metrics = compiled(state, batch)
+    loop.record(metrics)
+    save_if_good(ckpt, done, state, data_iter, config)
+    if loop.log_due(config.train.log_every):
+      stacked, seconds = loop.flush()
+      scalars = means(stacked, ("loss", "grad_norm"))
+      scalars.update(learning_rate=float(stacked[-1]["learning_rate"]), steps_per_sec=1.0 / seconds,
+                     examples_per_sec=config.data.batch_size / seconds,
+                     mfu=step_flops / seconds / peak if peak else 0.0,
+                     skipped_steps=int(state.skipped_steps))
+      writer.write_scalars(done, scalars)
+      loop.bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+    if config.train.preview_every and done % config.train.preview_every == 0:
+      _write_preview(preview_fn, state, host_batch, keys, config, workdir, writer, done)
+      loop.restart_clock()
+  ckpt.finish(loop.done, state, data_iter, config)
   writer.close()
   return state
 

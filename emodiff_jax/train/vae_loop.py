@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
 from emodiff_jax.atomic_io import write_png
 from emodiff_jax.input import pipeline
@@ -42,7 +40,7 @@ from emodiff_jax.train import preview
 from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
 from emodiff_jax.train.loop import save_if_good
 from emodiff_jax.train.optimizer import make_optimizer
-from emodiff_jax.train.preemption import Preemption
+from emodiff_jax.train.step_loop import StepLoop, means
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.state import TrainState, create_state, steps_done
 from emodiff_jax.train.step import jit_train_step, make_train_step
@@ -129,14 +127,6 @@ def _held_out(config: ml_collections.ConfigDict) -> list[dict[str, np.ndarray]]:
   return [{k: next(it)[k] for k in BATCH_KEYS} for _ in range(config.train.eval_batches)]
 
 
-def _window_scalars(pending: list[dict[str, np.ndarray]], seconds: float, state: TrainState) -> dict[str, float]:
-  """Loss and grad norm averaged over the steps since the last log, the learning rate, steps/s."""
-  scalars = {k: float(np.mean([m[k] for m in pending])) for k in ("loss", "grad_norm")}
-  scalars.update(learning_rate=float(pending[-1]["learning_rate"]), steps_per_sec=len(pending) / seconds,
-                 skipped_steps=int(state.skipped_steps))
-  return scalars
-
-
 def _prefixed(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
   return {f"{prefix}_{k}": float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -181,37 +171,32 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   recon_fn = jax.jit(lambda p, x: reconstruct(vae, p, x))
   held_out = _held_out(config)
   writer = MetricWriter(os.path.join(workdir, "tb"))
-  done = steps_done(state)
-  compiled, pending, window_start = None, [], time.perf_counter()
-  bar = tqdm(total=config.train.steps, initial=done, desc="VAE", disable=jax.process_index() != 0)
-  with Preemption() as preemption:
-    while done < config.train.steps:
-      host_batch = next(data_iter)
-      batch = global_batch({k: host_batch[k] for k in BATCH_KEYS}, mesh)
-      if compiled is None:  # steps/s leaves compilation out
-        compiled = step_fn.lower(state, batch).compile()
-        window_start = time.perf_counter()
-      state, metrics = compiled(state, batch)
-      done += 1
-      bar.update(1)
-      pending.append(metrics)
-      save_if_good(ckpt, done, state, data_iter, config)
-      if done % config.train.log_every == 0 or done == config.train.steps:
-        scalars = _window_scalars(jax.device_get(pending), time.perf_counter() - window_start, state)
-        scalars.update(_prefixed("batch", metrics_fn(state.params["vae"], batch)))
-        if config.train.eval_every and (done % config.train.eval_every == 0 or done == config.train.steps):
-          scalars.update(_prefixed("heldout", evaluate(metrics_fn, _vae_params(state), held_out, mesh)))
-        writer.write_scalars(done, scalars)
-        bar.set_postfix(loss=f"{scalars['loss']:.4f}", psnr=f"{scalars['batch_psnr']:.1f}")
-        pending, window_start = [], time.perf_counter()
-      if config.train.preview_every and done % config.train.preview_every == 0:
-        _write_preview(recon_fn, _vae_params(state), host_batch, config.train.preview_examples, workdir, writer, done)
-        window_start = time.perf_counter()
-      if preemption.requested:
-        log.info("SIGTERM: saving step %d and stopping", done)
-        break
-  bar.close()
-  ckpt.finish(done, state, data_iter, config)
+  compiled = None
+  loop = StepLoop(steps_done(state), config.train.steps, desc="VAE")
+  for done in loop:
+    host_batch = next(data_iter)
+    batch = global_batch({k: host_batch[k] for k in BATCH_KEYS}, mesh)
+    if compiled is None:  # steps/s leaves compilation out
+      compiled = step_fn.lower(state, batch).compile()
+      loop.restart_clock()
+    state, metrics = compiled(state, batch)
+    loop.record(metrics)
+    save_if_good(ckpt, done, state, data_iter, config)
+    if loop.log_due(config.train.log_every):
+      stacked, seconds = loop.flush()
+      scalars = means(stacked, ("loss", "grad_norm"))
+      scalars.update(learning_rate=float(stacked[-1]["learning_rate"]), steps_per_sec=1.0 / seconds,
+                     skipped_steps=int(state.skipped_steps))
+      scalars.update(_prefixed("batch", metrics_fn(state.params["vae"], batch)))
+      if config.train.eval_every and loop.log_due(config.train.eval_every):
+        scalars.update(_prefixed("heldout", evaluate(metrics_fn, _vae_params(state), held_out, mesh)))
+      writer.write_scalars(done, scalars)
+      loop.bar.set_postfix(loss=f"{scalars['loss']:.4f}", psnr=f"{scalars['batch_psnr']:.1f}")
+      loop.restart_clock()  # the held-out evaluation is not training time
+    if config.train.preview_every and done % config.train.preview_every == 0:
+      _write_preview(recon_fn, _vae_params(state), host_batch, config.train.preview_examples, workdir, writer, done)
+      loop.restart_clock()
+  ckpt.finish(loop.done, state, data_iter, config)
   writer.close()
   return state
 
