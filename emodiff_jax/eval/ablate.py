@@ -21,7 +21,6 @@ import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -82,15 +81,11 @@ def heldout_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 def heldout_loss(config: ml_collections.ConfigDict, params: Any, batch: dict[str, np.ndarray]) -> float:
   """The stage-2 objective on `batch`, without condition dropout, averaged over `HELDOUT_KEYS` fixed keys."""
+  from emodiff_jax.eval.condition_use import denoising_loss
   from emodiff_jax.models.build import build_models
-  from emodiff_jax.train.objective import DiffusionObjective
-  diffusion = copy.deepcopy(config.diffusion)
-  diffusion.cond_drop = dict(reference=0.0, audio=0.0, expression=0.0)
-  objective = DiffusionObjective(build_models(config.model), diffusion, config.stage, config.data.frame_stride,
-                                 config.data.audio_margin)
-  inputs = {k: jnp.asarray(batch[k]) for k in objective.batch_keys}
-  loss = jax.jit(lambda p, b, k: objective(p, b, k)[0])
-  return float(np.mean([loss(params, inputs, jax.random.PRNGKey(1000 + i)) for i in range(HELDOUT_KEYS)]))
+  return denoising_loss(build_models(config.model), config.diffusion, params, batch, stage=config.stage,
+                        frame_stride=config.data.frame_stride, audio_margin=config.data.audio_margin,
+                        num_keys=HELDOUT_KEYS)
 
 
 def last_train_loss(workdir: str) -> Optional[float]:

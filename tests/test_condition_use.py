@@ -1,0 +1,101 @@
+"""`eval/condition_use.py`: held-out losses with each condition removed or mismatched, on the micro model."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from emodiff_jax.eval import condition_use
+from emodiff_jax.input import pipeline
+from emodiff_jax.models.build import build_models, init_params
+from emodiff_jax.synth.expression import EMOTION_COEFFS, INDEX
+from tests.train_configs import micro_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def micro():
+  config = micro_config(2, batch_size=2)
+  models = build_models(config.model)
+  params = init_params(models, config.model, jax.random.key(0))
+  batch = next(iter(pipeline.make_dataset(config.data, split="test")))
+  losses = condition_use.ConditionLosses(models, config.diffusion, audio_margin=config.data.audio_margin, num_keys=2)
+  return losses, params, batch
+
+
+def _losses(micro, params):
+  losses, _, batch = micro
+  return losses(params, batch)
+
+
+def _perturbed(params, needle, seed=0):
+  flat = traverse_util.flatten_dict(params)
+  keys = jax.random.split(jax.random.key(seed), len(flat))
+  return traverse_util.unflatten_dict(
+      {k: v + 0.3 * jax.random.normal(r, v.shape) if needle in "/".join(k) else v
+       for (k, v), r in zip(flat.items(), keys)})
+
+
+def test_a_fresh_backbone_ignores_audio_and_expression_but_not_the_reference(micro):
+  losses = _losses(micro, micro[1])  # new condition layers are zero-initialised at their outputs
+  assert set(losses) == set(condition_use.VARIANTS)
+  for name in ("no_audio", "shuffled_audio", "no_expression", "shuffled_expression", "expression_without_emotion"):
+    assert losses[name] == pytest.approx(losses["all"], rel=1e-6), name
+  assert abs(losses["no_reference"] - losses["all"]) > 1e-4 * losses["all"]
+
+
+def test_once_expression_layers_act_removing_or_shuffling_expressions_changes_the_loss(micro):
+  losses = _losses(micro, _perturbed(micro[1], "attn_expr"))
+  for name in ("no_expression", "shuffled_expression", "expression_without_emotion"):
+    assert abs(losses[name] - losses["all"]) > 1e-4 * losses["all"], name
+  for name in ("no_audio", "shuffled_audio"):
+    assert losses[name] == pytest.approx(losses["all"], rel=1e-6), name
+  table = condition_use.markdown_table(losses)
+  assert table.count("\n") == len(losses) + 1 and "| no_expression |" in table
+
+
+def test_emotion_latent_shift_is_the_mean_squared_change_of_scaled_latents():
+  from emodiff_jax.synth.expression import expression_vector
+  from emodiff_jax.synth.identity import make_identity
+  from emodiff_jax.synth.render import render_frames
+  from emodiff_jax.train.objective import DiffusionObjective
+  config = micro_config(2)
+  models = build_models(config.model)
+  params = init_params(models, config.model, jax.random.key(1))
+  identities = [("mead_like", 0), ("hdtf_like", 1)]
+  shift = condition_use.emotion_latent_shift(models, params["vae"], identities, resolution=16)
+  assert set(shift) == set(EMOTION_COEFFS) - {"neutral"} | {"jaw_open", "latent_variance"}
+  encode = DiffusionObjective(models, config.diffusion, 2).encode  # the training path's latents
+  want = []
+  for partition, index in identities:
+    faces = np.stack([np.zeros(50, np.float32), expression_vector({"jaw_open": 1.0})])
+    z = np.asarray(encode(params["vae"], render_frames(make_identity(partition, index), faces, 16) / 127.5 - 1.0, None))
+    want.append(np.mean((z[1] - z[0]) ** 2))
+  assert shift["jaw_open"] == pytest.approx(float(np.mean(want)), rel=1e-5) and shift["jaw_open"] > 0
+
+
+def test_without_emotion_zeroes_only_emotion_coefficients():
+  e = np.arange(2 * 3 * 50, dtype=np.float32).reshape(2, 3, 50) + 1.0
+  out = condition_use._without_emotion(e)
+  zeroed = {name for name, i in INDEX.items() if (out[..., i] == 0).all()}
+  emotional = {n for coeffs in EMOTION_COEFFS.values() for n in coeffs}
+  assert zeroed == emotional - {"jaw_open", "eye_close"}
+  kept = [i for i in range(50) if i not in condition_use.EMOTION_ONLY]
+  np.testing.assert_array_equal(out[..., kept], e[..., kept])
+
+
+@pytest.mark.slow
+def test_launch_condition_use_on_a_micro_bundle(tmp_path):
+  from tests.inference_fixtures import write_micro_bundle
+  bundle = write_micro_bundle(str(tmp_path / "bundle"))
+  out = tmp_path / "report"
+  run = subprocess.run([sys.executable, "-m", "launch.condition_use", f"--checkpoint={bundle}",
+                        "--config=tests/train_configs.py:2", "--clips=2", "--keys=1", f"--out={out}"],
+                       cwd=ROOT, check=True, capture_output=True, text=True)
+  assert "| no_expression |" in run.stdout
+  assert sorted(os.listdir(out)) == ["condition_use.json", "condition_use.md"]
