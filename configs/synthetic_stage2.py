@@ -15,5 +15,5 @@ def get_config() -> ml_collections.ConfigDict:
   # The reference is the identity's neutral face, as at inference: a frame of an emotional clip would let
   # the backbone copy the emotion from it and ignore the expression condition (input/examples.py).
   config.data.reference = "neutral"
-  config.train.steps = 3000  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
+  config.train.steps = 6000  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
   return config

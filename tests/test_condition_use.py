@@ -25,11 +25,11 @@ def micro():
   params = init_params(models, config.model, jax.random.key(0))
   batch = next(iter(pipeline.make_dataset(config.data, split="test")))
   losses = condition_use.ConditionLosses(models, config.diffusion, audio_margin=config.data.audio_margin, num_keys=2)
-  return losses, params, batch
+  return losses, params, batch, config, models
 
 
 def _losses(micro, params):
-  losses, _, batch = micro
+  losses, _, batch = micro[:3]
   return losses(params, batch)
 
 
@@ -59,14 +59,12 @@ def test_once_expression_layers_act_removing_or_shuffling_expressions_changes_th
   assert table.count("\n") == len(losses) + 1 and "| no_expression |" in table
 
 
-def test_emotion_latent_shift_is_the_mean_squared_change_of_scaled_latents():
+def test_emotion_latent_shift_is_the_mean_squared_change_of_scaled_latents(micro):
   from emodiff_jax.synth.expression import expression_vector
   from emodiff_jax.synth.identity import make_identity
   from emodiff_jax.synth.render import render_frames
   from emodiff_jax.train.objective import DiffusionObjective
-  config = micro_config(2)
-  models = build_models(config.model)
-  params = init_params(models, config.model, jax.random.key(1))
+  _, params, _, config, models = micro
   identities = [("mead_like", 0), ("hdtf_like", 1)]
   shift = condition_use.emotion_latent_shift(models, params["vae"], identities, resolution=16)
   assert set(shift) == set(EMOTION_COEFFS) - {"neutral"} | {"jaw_open", "latent_variance"}

@@ -2,7 +2,7 @@
 instead of its own cross-attention: one projected token per frame is added to every audio token, so
 expression and speech share `attn_audio`.
 
-Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 3000 steps or `--steps`): its cost.
+Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 6000 steps or `--steps`): its cost.
 Train alone, or beside the other ablations with one table (`python -m launch.ablate`):
 
   python -m launch.train --config=configs/ablations/expression_in_audio.py \

@@ -2,7 +2,7 @@
 never dropped in training, so the model learns no unconditional branch and classifier-free guidance
 (`sampling.guidance` scales other than 1) has nothing to contrast with.
 
-Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 3000 steps or `--steps`): its cost.
+Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 6000 steps or `--steps`): its cost.
 Train alone, or beside the other ablations with one table (`python -m launch.ablate`):
 
   python -m launch.train --config=configs/ablations/no_cond_dropout.py \

@@ -1,7 +1,7 @@
 """Ablation: stage 2 without the expression condition (`model.expression.injection='none'`): the backbone
 never sees the per-frame expression vectors, so emotion can only come from the reference image.
 
-Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 3000 steps or `--steps`): its cost.
+Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 6000 steps or `--steps`): its cost.
 Train alone, or beside the other ablations with one table (`python -m launch.ablate`):
 
   python -m launch.train --config=configs/ablations/no_expression.py --workdir=/tmp/emodiff/ablations/no_expression \

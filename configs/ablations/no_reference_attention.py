@@ -2,7 +2,7 @@
 attend within the frame only, so the ReferenceNet's features never reach it and identity must come from
 the noisy latents alone (the ReferenceNet still runs in the objective; its output is ignored).
 
-Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 3000 steps or `--steps`): its cost.
+Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 6000 steps or `--steps`): its cost.
 Train alone, or beside the other ablations with one table (`python -m launch.ablate`):
 
   python -m launch.train --config=configs/ablations/no_reference_attention.py \

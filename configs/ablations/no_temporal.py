@@ -1,7 +1,7 @@
 """Ablation: no temporal layers (`model.motion=None`): the backbone has no AnimateDiff motion modules, so
 frames are denoised independently (they share only the audio window of each frame's tokens).
 
-Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 3000 steps or `--steps`), at a little
+Otherwise `configs/synthetic_stage2.py` (tiny model, 8-frame 64x64 clips, batch 4, 6000 steps or `--steps`), at a little
 less than its cost. Train alone, or beside the other ablations with one table
 (`python -m launch.ablate`):
 
