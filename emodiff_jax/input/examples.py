@@ -15,7 +15,7 @@ Where the reference comes from is `data.reference`: 'clip' (a frame of the clip 
 'neutral' (the record's `neutral_reference`, the speaker's neutral face). A frame of an emotional clip
 shows the emotion, so with 'clip' the backbone can copy it from the reference instead of reading it from
 the expression condition, and at inference, from a neutral portrait, the emotion is missing; 'neutral'
-trains on what inference gives (EMOdiffhead edits emotion from a neutral-looking portrait, Sec. 3.3).
+trains on what inference gives: a neutral portrait and the emotion only in the expression condition.
 """
 
 from __future__ import annotations
