@@ -18,6 +18,7 @@ from PIL import Image
 from configs import synthetic_stage2
 from emodiff_jax.eval import ablate, harness
 from emodiff_jax.models.build import abstract_params, build_models
+from emodiff_jax.synth import world
 from tests.train_configs import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,8 @@ def baseline_results():
   fns = {"oracle": harness.oracle_video_fn(), "reference_repeated": harness.reference_repeated_fn,
          "random_identity": harness.random_identity_fn()}
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(harness, "render_frames", recording)
+    mp.setattr(harness, "render_frames", recording)  # clips
+    mp.setattr(world, "render_frames", recording)  # portraits (`world.neutral_portrait`)
     return harness.evaluate(fns, exact_probe, **SETTINGS)
 
 
