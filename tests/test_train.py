@@ -14,7 +14,7 @@ import pytest
 from configs import common
 from emodiff_jax.models.build import abstract_params, build_models
 from emodiff_jax.train import optimizer, partition, sharding, state as state_lib, step as step_lib
-from emodiff_jax.train.step_loop import StepLoop, means
+from emodiff_jax.train.step_loop import StepLoop, means, train_scalars
 from tests.train_configs import micro_model
 
 
@@ -192,6 +192,9 @@ def test_step_loop_stops_after_the_step_sigterm_arrives_in_and_windows_its_metri
   stacked, seconds = loop.flush()
   assert means(stacked) == {"loss": 4.5, "grad_norm": 9.0} and means(stacked, ["loss"]) == {"loss": 4.5}
   assert seconds >= 0 and loop.flush()[0] == []  # a flush starts a new window
+  window = [dict(loss=1.0, grad_norm=2.0, learning_rate=0.1), dict(loss=3.0, grad_norm=4.0, learning_rate=0.2)]
+  assert train_scalars(window, 0.5, 3) == dict(loss=2.0, grad_norm=3.0, learning_rate=0.2, steps_per_sec=2.0,
+                                               skipped_steps=3)
   loop = StepLoop(0, 7, desc="test")
   logged = [step for step in loop if loop.log_due(3)]
   assert logged == [3, 6, 7]  # every 3 steps, and the last

@@ -30,7 +30,7 @@ from emodiff_jax.train import flops, preview
 from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params, uses_loaded_weights
 from emodiff_jax.train.objective import DiffusionObjective
-from emodiff_jax.train.step_loop import StepLoop, means
+from emodiff_jax.train.step_loop import StepLoop, train_scalars
 from emodiff_jax.train.optimizer import make_optimizer
 from emodiff_jax.train.partition import count_by_label, trainable_labels
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
@@ -119,11 +119,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
     save_if_good(ckpt, done, state, data_iter, config)
     if loop.log_due(config.train.log_every):
       stacked, seconds = loop.flush()
-      scalars = means(stacked, ("loss", "grad_norm"))
-      scalars.update(learning_rate=float(stacked[-1]["learning_rate"]), steps_per_sec=1.0 / seconds,
-                     examples_per_sec=config.data.batch_size / seconds,
-                     mfu=step_flops / seconds / peak if peak else 0.0,
-                     skipped_steps=int(state.skipped_steps))
+      scalars = train_scalars(stacked, seconds, state.skipped_steps)
+      scalars.update(examples_per_sec=config.data.batch_size / seconds,
+                     mfu=step_flops / seconds / peak if peak else 0.0)
       writer.write_scalars(done, scalars)
       loop.bar.set_postfix(loss=f"{scalars['loss']:.4f}")
     if config.train.preview_every and done % config.train.preview_every == 0:

@@ -75,3 +75,10 @@ def means(stacked: Sequence[dict[str, Any]], names: Optional[Sequence[str]] = No
   """The mean over steps of each metric in `names` (default: all of them)."""
   names = list(stacked[0]) if names is None else names
   return {k: float(np.mean([m[k] for m in stacked])) for k in names}
+
+
+def train_scalars(stacked: Sequence[dict[str, Any]], seconds_per_step: float, skipped_steps: int) -> dict[str, float]:
+  """The scalars every `train.step` loop logs for a window: mean loss and grad norm, the last learning rate,
+  steps/s and the count of skipped (non-finite) steps."""
+  return dict(means(stacked, ("loss", "grad_norm")), learning_rate=float(stacked[-1]["learning_rate"]),
+              steps_per_sec=1.0 / seconds_per_step, skipped_steps=int(skipped_steps))

@@ -40,7 +40,7 @@ from emodiff_jax.train import preview
 from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
 from emodiff_jax.train.loop import save_if_good
 from emodiff_jax.train.optimizer import make_optimizer
-from emodiff_jax.train.step_loop import StepLoop, means
+from emodiff_jax.train.step_loop import StepLoop, train_scalars
 from emodiff_jax.train.sharding import global_batch, make_mesh, tree_shardings
 from emodiff_jax.train.state import TrainState, create_state, steps_done
 from emodiff_jax.train.step import jit_train_step, make_train_step
@@ -184,9 +184,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     save_if_good(ckpt, done, state, data_iter, config)
     if loop.log_due(config.train.log_every):
       stacked, seconds = loop.flush()
-      scalars = means(stacked, ("loss", "grad_norm"))
-      scalars.update(learning_rate=float(stacked[-1]["learning_rate"]), steps_per_sec=1.0 / seconds,
-                     skipped_steps=int(state.skipped_steps))
+      scalars = train_scalars(stacked, seconds, state.skipped_steps)
       scalars.update(_prefixed("batch", metrics_fn(state.params["vae"], batch)))
       if config.train.eval_every and loop.log_due(config.train.eval_every):
         scalars.update(_prefixed("heldout", evaluate(metrics_fn, _vae_params(state), held_out, mesh)))
