@@ -148,6 +148,22 @@ def test_mead_records(mead_build):
                              records.decode_frames(neutral).mean((1, 2, 3)), rtol=1e-6)
 
 
+def test_mead_neutral_reference_is_the_speakers_neutral_face(mead_build):
+  """Every M001 record (happy lists before neutral on disk) carries the middle frame of M001's neutral
+  clip; M002 has no neutral clip, so its record has none and the build counts it."""
+  builder, data_dir, _ = mead_build
+  source = tfds.data_source("mead", data_dir=data_dir)
+  train = _by_id(source["train"])
+  neutral_frames = records.decode_frames(train["mead/M001/neutral/level_1/001"])
+  for record in train.values():
+    np.testing.assert_array_equal(records.decode_neutral_reference(record), neutral_frames[len(neutral_frames) // 2])
+  (angry,) = _by_id(source["test"]).values()
+  with pytest.raises(ValueError, match="mead/M002/angry/level_3/001.*no neutral_reference"):
+    records.decode_neutral_reference(angry)
+  assert builder.skip_stats["test"].flagged["missing_neutral_reference"] == 1
+  assert builder.skip_stats["train"].flagged["missing_neutral_reference"] == 0
+
+
 def test_face_crop_is_centred_on_the_face(mead_tree):
   frames, _ = media.read_video(os.path.join(mead_tree, "M002/video/front/angry/level_3/001.mp4"))
   from emodiff_jax.input import face_crop

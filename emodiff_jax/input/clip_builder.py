@@ -12,6 +12,11 @@ video frame; resampled to 25 fps like the frames) or `[T_25, D]` (already at 25 
 the registered extractor (`records.set_expression_extractor`) is applied to the cropped frames; with
 neither, the record has zeros and `has_expression=False` (counted as 'missing_expression', and
 skipped only when `require_expression`).
+
+Neutral reference: each identity's clips are processed neutral ones first, and every record of that
+identity carries the middle frame of its first usable neutral clip as `neutral_reference` (the portrait
+of training with `data.reference='neutral'`). An identity with no usable neutral clip gets none
+(counted as 'missing_neutral_reference').
 """
 
 from __future__ import annotations
@@ -130,8 +135,12 @@ def _load_expression(path: str, num_src: int, idx: np.ndarray, dim: int) -> np.n
                                           f"frame) or {len(idx)} (one per 25 fps frame)")
 
 
-def build_record(src: ClipSource, opts: ClipOptions, detector: face_crop.FaceDetector) -> dict:
-  """One record from `src`; raises ClipError naming the file and reason when the clip is unusable."""
+def build_record(src: ClipSource, opts: ClipOptions, detector: face_crop.FaceDetector,
+                 neutral_faces: Optional[dict[str, np.ndarray]] = None) -> dict:
+  """One record from `src`; raises ClipError naming the file and reason when the clip is unusable.
+
+  `neutral_faces` maps identities to their neutral face `[H, W, 3]`: a neutral clip of an identity not in
+  it adds its middle frame, and the record carries its identity's entry as `neutral_reference`."""
   try:
     raw, src_fps = media.read_video(src.video)
   except media.MediaError as e:
@@ -155,6 +164,9 @@ def build_record(src: ClipSource, opts: ClipOptions, detector: face_crop.FaceDet
     frames, _ = face_crop.crop_clip(frames, opts.resolution, detector, opts.expand_ratio)
   except face_crop.NoFaceError as e:
     raise ClipError(src.video, "no_face", str(e)) from e
+  neutral_faces = {} if neutral_faces is None else neutral_faces
+  if src.emotion == "neutral":
+    neutral_faces.setdefault(src.identity, frames[len(frames) // 2])
   if src.expression is not None:
     expression = _load_expression(src.expression, len(raw), idx, opts.expression_dim)
   elif records.get_expression_extractor() is not None:
@@ -164,25 +176,30 @@ def build_record(src: ClipSource, opts: ClipOptions, detector: face_crop.FaceDet
   return records.make_record(
       clip_id=src.clip_id, identity=src.identity, dataset=src.dataset, source=src.source,
       emotion=src.emotion, level=src.level, frames=frames, audio=audio, expression=expression,
-      expression_dim=opts.expression_dim, image_format=opts.image_format)
+      expression_dim=opts.expression_dim, image_format=opts.image_format,
+      neutral_reference=neutral_faces.get(src.identity))
 
 
 def generate_records(sources: Iterable[ClipSource], opts: ClipOptions, stats: SkipStats,
                      detector: Optional[face_crop.FaceDetector] = None) -> Iterator[tuple[str, dict]]:
-  """Yields `(clip_id, record)` for every usable source; bad ones are logged, skipped, counted."""
+  """Yields `(clip_id, record)` for every usable source, each identity's neutral clips first (see the
+  module docstring); bad ones are logged, skipped, counted."""
   detector = detector or face_crop.HaarFaceDetector()
-  for src in sources:
+  neutral_faces: dict[str, np.ndarray] = {}
+  for src in sorted(sources, key=lambda s: (s.identity, s.emotion != "neutral")):
     missing = src.expression is None and records.get_expression_extractor() is None
     if missing and opts.require_expression:
       stats.skip(ClipError(src.video, "missing_expression", "no expression .npy and no extractor"))
       continue
     try:
-      record = build_record(src, opts, detector)
+      record = build_record(src, opts, detector, neutral_faces)
     except ClipError as err:
       stats.skip(err)
       continue
     if missing:
       stats.flag(src.video, "missing_expression")
+    if src.identity not in neutral_faces:
+      stats.flag(src.video, "missing_neutral_reference")
     stats.kept += 1
     yield src.clip_id, record
 
@@ -228,7 +245,7 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Frames, audio, expression codes and labels per clip.",
-      "1.1.0": "`neutral_reference`: the speaker's neutral face (synthetic_talk; empty for mead/hdtf).",
+      "1.1.0": "`neutral_reference`: the speaker's neutral face (mead/hdtf: a frame of their first neutral clip).",
   }
 
   def __init__(self, **kwargs):

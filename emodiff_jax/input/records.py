@@ -14,7 +14,7 @@ One record is one talking-head clip at 25 fps with its 16 kHz audio:
 | `audio` | Tensor `[T * 640]` int16 | mono 16 kHz PCM, padded/trimmed to exactly T frames |
 | `expression` | Tensor `[T, D]` float32 | per-frame FLAME expression codes (zeros when absent) |
 | `has_expression` | bool | whether `expression` holds real codes |
-| `neutral_reference` | Tensor `[0 or 1]` object | the speaker's face at a neutral expression, encoded like `frames` (empty when the builder has none) |
+| `neutral_reference` | Tensor `[0 or 1]` object | the speaker's face at a neutral expression, encoded like `frames` (empty when the speaker has no usable neutral clip) |
 
 No TensorFlow is needed: images are encoded with OpenCV and stored as bytes tensors, so records
 read back through `tfds.data_source` (ArrayRecord) in plain NumPy.
