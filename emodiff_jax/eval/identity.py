@@ -16,14 +16,17 @@ from typing import Callable
 
 import numpy as np
 
+from emodiff_jax.synth.render import ZOOM
+
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
-# Regions in the renderer's coordinates (x right, y down, both in [-1, 1]): (x0, x1, y0, y1).
+# Regions in the renderer's world coordinates (x right, y down; the frame shows [-1, 1] / render.ZOOM):
+# (x0, x1, y0, y1).
 FACE_BOX = (-0.65, 0.65, -0.7, 0.95)
 ATTRIBUTE_PATCHES = {
     "skin": ((-0.44, -0.34, 0.18, 0.28), (0.34, 0.44, 0.18, 0.28)),  # sides of the face between eye and jaw
     "hair": ((-0.08, 0.08, -0.6, -0.54),),  # above the fringe line on every face shape
-    "background": ((-0.98, -0.86, -0.98, -0.86), (0.86, 0.98, -0.98, -0.86)),  # top corners
+    "background": ((-0.86, -0.76, -0.86, -0.76), (0.76, 0.86, -0.86, -0.76)),  # top corners
 }
 FEATURE_GRID = 16
 
@@ -49,9 +52,9 @@ def identity_similarity(reference: np.ndarray, generated: np.ndarray, feature_fn
 
 
 def _crop(frames: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-  """Pixels of `frames [N, H, W, C]` whose centres lie in `box` (renderer coordinates)."""
+  """Pixels of `frames [N, H, W, C]` whose centres lie in `box` (renderer world coordinates)."""
   h, w = frames.shape[1:3]
-  x0, x1, y0, y1 = box
+  x0, x1, y0, y1 = (v * ZOOM for v in box)
   cols = slice(int(np.ceil((x0 + 1) * w / 2 - 0.5)), int(np.floor((x1 + 1) * w / 2 - 0.5)) + 1)
   rows = slice(int(np.ceil((y0 + 1) * h / 2 - 0.5)), int(np.floor((y1 + 1) * h / 2 - 0.5)) + 1)
   return frames[:, rows, cols]

@@ -19,7 +19,8 @@ SPLITS = ("train", "test")
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-  """Appearance parameters (coordinates in a [-1, 1] frame, colours RGB in [0, 1])."""
+  """Appearance parameters (coordinates in the renderer's world frame, which the camera shows as [-1, 1] /
+  `render.ZOOM`; colours RGB in [0, 1])."""
 
   id: str
   face_width: float
