@@ -43,7 +43,8 @@ def baseline_results():
          "random_identity": harness.random_identity_fn()}
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(harness, "render_frames", recording)  # clips
-    mp.setattr(world, "render_frames", recording)  # portraits (`world.neutral_portrait`)
+    mp.setattr(world, "render_frames", recording)  # portraits (`world.neutral_portrait`, cached)
+    world.neutral_portrait.cache_clear()
     return harness.evaluate(fns, exact_probe, **SETTINGS)
 
 

@@ -118,3 +118,9 @@ def test_held_out_identities_do_not_overlap_train():
     assert train and test and not train & test
   specs = world.list_clips("train", "mead_like")
   assert {(s.emotion, s.level) for s in specs} == {("neutral", 1)} | {(e, lv) for e in EMOTIONS[1:] for lv in (1, 2, 3)}
+
+
+def test_neutral_portrait_is_the_zero_expression_render_cached_and_read_only():
+  face = world.neutral_portrait("mead_like", 2, 32)
+  np.testing.assert_array_equal(face, render_frames(make_identity("mead_like", 2), np.zeros((1, 50), np.float32), 32)[0])
+  assert world.neutral_portrait("mead_like", 2, 32) is face and not face.flags.writeable

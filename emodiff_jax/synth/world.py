@@ -11,6 +11,7 @@ level (1), like MEAD, the other 7 emotions levels 1-3. 'hdtf_like' identities sp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
@@ -67,11 +68,15 @@ def list_clips(split: str, partition: str, clips_per_condition: int = 1) -> list
           for e, lv in conditions for k in range(clips_per_condition)]
 
 
+@functools.lru_cache(maxsize=512)
 def neutral_portrait(partition: str, identity: int, resolution: int = 64) -> np.ndarray:
-  """The identity at the zero expression (frontal, mouth closed, no emotion): uint8 `[H, W, 3]`. What a
-  user's portrait shows, and so the reference image of training with `data.reference='neutral'`."""
-  return render_frames(make_identity(partition, identity), np.zeros((1, EXPRESSION_DIM), np.float32),
+  """The identity at the zero expression (frontal, mouth closed, no emotion): uint8 `[H, W, 3]`, read-only
+  (cached: every record of the identity carries it). What a user's portrait shows, and so the reference
+  image of training with `data.reference='neutral'`."""
+  face = render_frames(make_identity(partition, identity), np.zeros((1, EXPRESSION_DIM), np.float32),
                        resolution)[0]
+  face.setflags(write=False)
+  return face
 
 
 def generate_clip(spec: ClipSpec, num_frames: int = 50, resolution: int = 64,
