@@ -69,6 +69,10 @@ def diffusion() -> ml_collections.ConfigDict:
   d.prediction_type = "epsilon"  # or 'v_prediction' (use it with rescale_zero_terminal_snr)
   d.noise_offset = 0.0
   d.min_snr_gamma = 0.0  # 0: off; 5.0 is Hang et al.'s choice
+  # The space the loss is measured in: '' = the prediction's own; 'v_prediction' on an epsilon model weights
+  # each timestep's epsilon error by 1 / alpha_bar (= 1 + 1/SNR), so high-noise steps, where the sample's
+  # layout is decided, count as much as in v-training (Salimans & Ho 2022) while the network stays epsilon.
+  d.loss_target = ""
   # Each condition dropped independently per example (classifier-free guidance, see cond_dropout.py).
   d.cond_drop = dict(reference=0.05, audio=0.05, expression=0.05)
   d.latents = "vae"  # 'vae': encode frames in the step (frozen); 'precomputed': batch holds 'latents'

@@ -59,6 +59,15 @@ def test_once_expression_layers_act_removing_or_shuffling_expressions_changes_th
   assert table.count("\n") == len(losses) + 1 and "| no_expression |" in table
 
 
+def test_the_objective_measures_its_loss_in_diffusion_loss_target(micro):
+  _, params, batch, config, models = micro
+  d = config.diffusion.copy_and_resolve_references()
+  own = condition_use.denoising_loss(models, d, params, batch, audio_margin=config.data.audio_margin, num_keys=1)
+  d.loss_target = "v_prediction"  # epsilon errors weighted by 1 / alpha_bar >= 1
+  as_v = condition_use.denoising_loss(models, d, params, batch, audio_margin=config.data.audio_margin, num_keys=1)
+  assert as_v > 1.01 * own
+
+
 def test_emotion_latent_shift_is_the_mean_squared_change_of_scaled_latents(micro):
   from emodiff_jax.synth.expression import expression_vector
   from emodiff_jax.synth.identity import make_identity

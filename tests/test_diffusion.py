@@ -109,6 +109,22 @@ def test_diffusion_loss_weighted_mean():
     losses.diffusion_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
 
 
+def test_an_epsilon_model_measured_in_v_space_weights_its_error_by_one_over_alpha_bar(noisy):
+  s, x0, noise, t, x_t = noisy
+  delta = 0.1 * jax.random.normal(jax.random.PRNGKey(3), x0.shape)
+  a = np.asarray(s.alphas_cumprod, np.float64)[np.asarray(t)]
+  per = (np.asarray(delta, np.float64) ** 2).reshape(len(t), -1).mean(1)
+  own = losses.prediction_loss(s, x_t, noise + delta, x0, noise, t, 'epsilon')
+  np.testing.assert_allclose(own, per.mean(), rtol=1e-5)
+  as_v = losses.prediction_loss(s, x_t, noise + delta, x0, noise, t, 'epsilon', 'v_prediction')
+  np.testing.assert_allclose(as_v, (per / a).mean(), rtol=1e-4)
+  assert as_v > 10 * own  # t = 999: 1 / alpha_bar ~ 213
+  # A v model measured in its own space is the plain v loss.
+  v = losses.training_target(s, x0, noise, t, 'v_prediction')
+  np.testing.assert_allclose(losses.prediction_loss(s, x_t, v + delta, x0, noise, t, 'v_prediction', 'v_prediction'),
+                             per.mean(), rtol=1e-5)
+
+
 def test_offset_noise_statistics():
   rng, strength = jax.random.PRNGKey(3), 0.3
   shape = (64, 3, 8, 8, 4)

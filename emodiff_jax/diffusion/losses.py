@@ -1,4 +1,5 @@
-"""Diffusion training objective: targets, Min-SNR-gamma weights (Hang et al. 2023) and offset noise."""
+"""Diffusion training objective: targets, Min-SNR-gamma weights (Hang et al. 2023), the loss in another
+prediction space, and offset noise."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from emodiff_jax.diffusion.schedule import NoiseSchedule, check_prediction_type, snr, velocity
+from emodiff_jax.diffusion.schedule import NoiseSchedule, check_prediction_type, convert_prediction, snr, velocity
 
 Array = jax.Array
 
@@ -56,6 +57,19 @@ def diffusion_loss(pred: Array, target: Array, *, weights: Optional[Array] = Non
   if weights is not None:
     per_example = per_example * weights.astype(jnp.float32)
   return per_example.mean()
+
+
+def prediction_loss(schedule: NoiseSchedule, x_t: Array, pred: Array, x0: Array, noise: Array, t: Array,
+                    prediction_type: str, loss_target: str = "", min_snr_gamma: Optional[float] = None) -> Array:
+  """Scalar loss of the model output `pred` (a `prediction_type` prediction at `x_t [B, ...]`, `t int[B]`) for
+  the clean sample `x0` and `noise`, measured as `loss_target` ('' = `prediction_type`): the output is
+  converted to that space and regressed on its target, with its Min-SNR-gamma weights. An epsilon model
+  measured as 'v_prediction' has its squared error weighted by `1 / alpha_bar_t = 1 + 1 / SNR`."""
+  space = loss_target or prediction_type
+  if space != prediction_type:
+    pred = convert_prediction(schedule, x_t, pred, t, prediction_type, space)
+  target = training_target(schedule, x0, noise, t, space)
+  return diffusion_loss(pred, target, weights=loss_weights(schedule, t, space, min_snr_gamma))
 
 
 def offset_noise(rng: Array, shape: Sequence[int], strength: float) -> Array:

@@ -2,7 +2,7 @@
 
 For a batch: frames -> latents (frozen VAE, `z = sample(E(x)) * scaling_factor`, or precomputed), a
 timestep per example, noise (optionally offset), `x_t`, and the backbone's prediction of the configured
-target, conditioned on
+target (the loss measured on it, or on its conversion to `diffusion.loss_target`), conditioned on
 - the reference: the ReferenceNet on the reference frame's latent (posterior mean) at t = 0;
 - stage 2 only: audio tokens (frozen wav2vec2 on the clip's contiguous audio, all hidden states,
   projected per frame with a +-w window) and the per-frame expression vectors.
@@ -121,7 +121,6 @@ class DiffusionObjective:
     x_t = add_noise(schedule, x0, noise, timesteps)
     pred = self.models.backbone.apply({"params": params["backbone"]}, x_t, timesteps, ctx, reference=reference,
                                       audio_tokens=audio, expression=expression)
-    target = losses.training_target(schedule, x0, noise, timesteps, d.prediction_type)
-    weights = losses.loss_weights(schedule, timesteps, d.prediction_type, d.min_snr_gamma or None)
-    loss = losses.diffusion_loss(pred, target, weights=weights)
+    loss = losses.prediction_loss(schedule, x_t, pred, x0, noise, timesteps, d.prediction_type,
+                                  d.get("loss_target", ""), d.min_snr_gamma or None)
     return loss, {"timesteps": timesteps}
