@@ -61,7 +61,7 @@ def test_emotions_are_visible_and_distinct():
 def test_emotions_survive_the_latent_grid(identity):
   """Each emotion at full intensity still changes the face after 8x8 average pooling (the 64 -> 8 grid of
   the tiny model's VAE latents) by an RMS of at least 2 grey levels: the world draws emotions large enough
-  for a latent diffusion model to see (before stop 16, angry, contempt and sad moved it by 1.1-1.7)."""
+  for a latent diffusion model to see (in a first drawing, angry, contempt and sad moved it by 1.1-1.7)."""
   def pooled(emotion):
     img = render_frames(make_identity("mead_like", identity), emotion_direction(emotion)[None], 64)[0]
     return img.astype(np.float32).reshape(8, 8, 8, 8, 3).mean((1, 3))

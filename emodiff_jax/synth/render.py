@@ -6,7 +6,7 @@ coefficient of `expression.COEFFICIENTS` moves something visible, monotonically.
 
 Emotion cues are drawn large enough to survive an 8x downsampling (the tiny model's 64 -> 8x8 latents):
 thick brows that move by up to ~5 px, mouth corners that curve by ~5 px, nose wrinkles and blush patches
-a few pixels wide, and a camera zoomed in by `ZOOM`. Before stop 16 they moved by 1-3 px and a trained
+a few pixels wide, and a camera zoomed in by `ZOOM`. In a first drawing they moved by 1-3 px and a trained
 VAE kept too little of angry, contempt and sad for any diffusion model to learn them.
 """
 
