@@ -110,6 +110,11 @@ def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
   config.init.stage1_checkpoint = empty
   with pytest.raises(FileNotFoundError, match=f"init.stage1_checkpoint: {empty}: no checkpoint"):
     initial_params(config, build_models(config.model), jax.random.key(0))
+  config.init.stage1_checkpoint = stage1_runs["straight"]
+  config.diffusion.prediction_type = "v_prediction"  # the stage-1 run predicted epsilon
+  with pytest.raises(ValueError, match="was trained with diffusion prediction_type='epsilon' .this config: "
+                                       "'v_prediction'."):
+    initial_params(config, build_models(config.model), jax.random.key(0))
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)
 def test_stage2_starts_from_the_stage1_checkpoint_and_keeps_it_frozen(stage1_runs, tmp_path):

@@ -7,7 +7,9 @@ EMA, else its raw one) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its E
 backbone 2D layers when it kept EMA, else its raw ones; stage 2's motion, audio and expression layers
 keep their random init, see `train/partition.py`). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
 which also set the VAE. Every loaded tree must match the config's shapes exactly; a mismatch raises an
-error naming the source and the first differing parameters.
+error naming the source and the first differing parameters. A stage-1 run must also have been trained with
+the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its frozen 2D layers predict in that
+parametrization, and stage 2 reading them in another would train on a silently wrong target.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from emodiff_jax.train.partition import is_stage2_layer
 
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
+# `diffusion` entries that define what the 2D layers predict; stage 2 must use a stage-1 run's values.
+DIFFUSION_FIELDS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_zero_terminal_snr",
+                    "prediction_type")
 
 
 def uses_loaded_weights(init: ml_collections.ConfigDict) -> bool:
@@ -71,10 +76,19 @@ def _stage1_layers(name: str, tree: dict[str, Any]) -> dict[str, Any]:
   return traverse_util.unflatten_dict({k: v for k, v in flat.items() if not is_stage2_layer((name,) + k)})
 
 
-def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
+def _check_diffusion(workdir: str, saved: ml_collections.ConfigDict, diffusion: ml_collections.ConfigDict) -> None:
+  differ = [f"{k}={saved.diffusion[k]!r} (this config: {diffusion[k]!r})" for k in DIFFUSION_FIELDS
+            if saved.diffusion[k] != diffusion[k]]
+  if differ:
+    raise ValueError(f"init.stage1_checkpoint {workdir!r} was trained with diffusion {', '.join(differ)}; its 2D "
+                     "layers predict in that parametrization, so set the same diffusion.* for stage 2")
+
+
+def stage1_params(workdir: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
   """`params` with the VAE and the layers stage 1 trains (ReferenceNet, the backbone's 2D layers) from the
   latest checkpoint of a stage-1 run (its EMA when kept). Stage 2's layers (motion, audio, expression) keep
-  their values in `params`, so stage 2 may change their layout (e.g. the expression-injection ablation)."""
+  their values in `params`, so stage 2 may change their layout (e.g. the expression-injection ablation).
+  The run's `DIFFUSION_FIELDS` must equal `diffusion`'s."""
   from emodiff_jax.train.checkpoint import read_latest
 
   nets = {k: _stage1_layers(k, params[k]) for k in ("reference_net", "backbone")}
@@ -82,6 +96,7 @@ def stage1_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   def wanted(saved):
     if saved.stage != 1:
       raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
+    _check_diffusion(workdir, saved, diffusion)
     if saved.optim.ema_decay > 0:
       return {"params": {"vae": params["vae"]}, "ema_params": nets}
     return {"params": {"vae": params["vae"], **nets}}
@@ -122,7 +137,7 @@ def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.A
   if init.vae_checkpoint:
     params = vae_run_params(init.vae_checkpoint, params)
   if init.stage1_checkpoint:
-    params = stage1_params(init.stage1_checkpoint, params)
+    params = stage1_params(init.stage1_checkpoint, params, config.diffusion)
   return params
 
 
