@@ -1,7 +1,8 @@
 """Which conditions a checkpoint uses: held-out denoising losses with each condition removed or mismatched
-(see emodiff_jax/eval/condition_use.py), and how far each synthetic emotion moves the checkpoint's VAE
-latents (`emotion_latent_shift`). Prints markdown tables; `--out` also writes
-`condition_use.json` and `condition_use.md`.
+(see emodiff_jax/eval/condition_use.py), the error of the predicted clean latents at fixed timesteps per
+variant (`--timesteps`: where in the noise range each condition is read), and how far each synthetic
+emotion moves the checkpoint's VAE latents (`emotion_latent_shift`). Prints markdown tables; `--out` also
+writes `condition_use.json` and `condition_use.md`.
 
   python -m launch.condition_use --checkpoint=data/checkpoints/synthetic --clips=16 --keys=8
 
@@ -23,6 +24,9 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", os.path.join("data", "checkpoint
 _SPLIT = flags.DEFINE_string("split", "test", "Data split.")
 _CLIPS = flags.DEFINE_integer("clips", 16, "Held-out clips (one batch).")
 _KEYS = flags.DEFINE_integer("keys", 8, "Fixed noise/timestep draws averaged per variant.")
+_TIMESTEPS = flags.DEFINE_list("timesteps", ["900", "700", "500", "300", "100"],
+                               "Fixed timesteps of the x0-error table (empty: no table).")
+_TIMESTEP_KEYS = flags.DEFINE_integer("timestep_keys", 2, "Noise draws averaged per variant and timestep.")
 _IDENTITIES = flags.DEFINE_integer("latent_identities", 4, "Test identities for the emotion latent-shift table.")
 _OUT = flags.DEFINE_string("out", "", "Folder for condition_use.json / .md.")
 
@@ -30,7 +34,7 @@ _OUT = flags.DEFINE_string("out", "", "Folder for condition_use.json / .md.")
 def main(argv) -> None:
   del argv
   from emodiff_jax.atomic_io import write_bytes
-  from emodiff_jax.eval.condition_use import ConditionLosses, emotion_latent_shift, markdown_table
+  from emodiff_jax.eval.condition_use import ConditionLosses, emotion_latent_shift, markdown_table, timestep_table
   from emodiff_jax.eval.harness import identity_pool
   from emodiff_jax.input import pipeline
   from emodiff_jax.sampling.bundle import BundleError, load_bundle
@@ -42,18 +46,25 @@ def main(argv) -> None:
   data = _CONFIG.value.data
   data.batch_size = _CLIPS.value
   batch = next(iter(pipeline.make_dataset(data, split=_SPLIT.value)))
-  losses = ConditionLosses(bundle.models(), bundle.config.diffusion, frame_stride=data.frame_stride,
-                           audio_margin=bundle.config.audio_margin, num_keys=_KEYS.value)(bundle.params, batch)
+  conditions = ConditionLosses(bundle.models(), bundle.config.diffusion, frame_stride=data.frame_stride,
+                               audio_margin=bundle.config.audio_margin, num_keys=_KEYS.value)
+  losses = conditions(bundle.params, batch)
+  timesteps = [int(t) for t in _TIMESTEPS.value]
+  by_t = conditions.by_timestep(bundle.params, batch, timesteps, _TIMESTEP_KEYS.value) if timesteps else {}
   shift = emotion_latent_shift(bundle.models(), bundle.params["vae"], identity_pool("test")[:_IDENTITIES.value],
                                bundle.config.model.resolution)
-  table = markdown_table(losses) + "\n\n| emotion at intensity 1 | latent MSE from neutral |\n| --- | ---: |\n" + "\n".join(
+  table = markdown_table(losses) + "\n\n"
+  if by_t:
+    table += f"x0 error at fixed timesteps ({_TIMESTEP_KEYS.value} noise draws):\n\n" + timestep_table(by_t) + "\n\n"
+  table += "| emotion at intensity 1 | latent MSE from neutral |\n| --- | ---: |\n" + "\n".join(
       f"| {name} | {value:.4f} |" for name, value in shift.items())
   print(table)
   if _OUT.value:
     os.makedirs(_OUT.value, exist_ok=True)
     record = dict(checkpoint=os.path.abspath(_CHECKPOINT.value), split=_SPLIT.value, clips=_CLIPS.value,
                   keys=_KEYS.value, data=data.to_dict(), losses=losses,
-                  emotion_latent_shift=shift)
+                  x0_error_by_timestep={k: {str(t): v for t, v in row.items()} for k, row in by_t.items()},
+                  timestep_keys=_TIMESTEP_KEYS.value, emotion_latent_shift=shift)
     write_bytes(os.path.join(_OUT.value, "condition_use.json"), (json.dumps(record, indent=1) + "\n").encode())
     write_bytes(os.path.join(_OUT.value, "condition_use.md"), (table + "\n").encode())
 

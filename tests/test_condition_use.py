@@ -59,6 +59,23 @@ def test_once_expression_layers_act_removing_or_shuffling_expressions_changes_th
   assert table.count("\n") == len(losses) + 1 and "| no_expression |" in table
 
 
+def test_x0_errors_at_fixed_timesteps_see_only_the_conditions_a_model_reads(micro):
+  """`by_timestep` on the fresh backbone: the timestep reaches the model (errors grow with the noise level),
+  zero-initialised expression layers leave every expression variant equal to 'all', the reference does not;
+  once the expression layers act, removing the expression moves the error."""
+  conditions, params, batch = micro[:3]
+  errors = conditions.by_timestep(params, batch, [900, 100], num_keys=1)
+  assert set(errors) == set(condition_use.VARIANTS)
+  assert errors["all"][900] > 10 * errors["all"][100] > 0
+  for name in ("no_expression", "shuffled_expression", "expression_without_emotion"):
+    assert errors[name] == pytest.approx(errors["all"], rel=1e-6), name
+  assert abs(errors["no_reference"][900] - errors["all"][900]) > 1e-4 * errors["all"][900]
+  acting = conditions.by_timestep(_perturbed(params, "attn_expr"), batch, [900], num_keys=1)
+  assert abs(acting["no_expression"][900] - acting["all"][900]) > 1e-4 * acting["all"][900]
+  table = condition_use.timestep_table(errors)
+  assert "| variant | t=900 | t=100 |" in table and table.count("\n") == len(errors) + 1
+
+
 def test_the_objective_measures_its_loss_in_diffusion_loss_target(micro):
   _, params, batch, config, models = micro
   d = config.diffusion.copy_and_resolve_references()

@@ -14,6 +14,10 @@ sampling a single video. Variants (`VARIANTS`):
   `eye_close`); only meaningful on the synthetic world's named coefficient layout.
 
 Losses are the stage-2 objective (condition dropout off otherwise) averaged over `num_keys` fixed keys.
+That average weights noise levels as training does, and an epsilon loss gives the high-noise steps, where
+a sampler decides a clip's layout and expression, almost no weight. `ConditionLosses.by_timestep` says
+where a condition is read: the error of the predicted clean latents (`x0`, any prediction type) at fixed
+timesteps, per variant.
 
 `emotion_latent_shift` says how large a signal each emotion is in the latent space the diffusion model
 works in: the mean squared change of the VAE latents (posterior mean, scaled) when a synthetic face takes
@@ -70,11 +74,19 @@ class _Loss:
     diffusion.cond_drop = {k: float(k in dropped) for k in ("reference", "audio", "expression")}
     self.objective = DiffusionObjective(models, diffusion, stage, frame_stride, audio_margin)
     self.loss = jax.jit(lambda p, b, k: self.objective(p, b, k)[0])
+    self.x0_error = jax.jit(lambda p, b, k, t: jnp.mean(self.objective(p, b, k, timesteps=t)[1]["x0_error"]))
     self.num_keys = num_keys
 
   def mean(self, params: Any, batch: Mapping[str, np.ndarray]) -> float:
     inputs = {k: jnp.asarray(batch[k]) for k in self.objective.batch_keys}
     return float(np.mean([self.loss(params, inputs, jax.random.PRNGKey(1000 + i)) for i in range(self.num_keys)]))
+
+  def mean_x0_error(self, params: Any, batch: Mapping[str, np.ndarray], timestep: int, num_keys: int) -> float:
+    """The mean squared error of the predicted clean latents at `timestep` for every clip, over the first
+    `num_keys` keys."""
+    inputs = {k: jnp.asarray(batch[k]) for k in self.objective.batch_keys}
+    t = jnp.full((len(batch["frames"]),), timestep, jnp.int32)
+    return float(np.mean([self.x0_error(params, inputs, jax.random.PRNGKey(1000 + i), t) for i in range(num_keys)]))
 
 
 def denoising_loss(models: Models, diffusion: ml_collections.ConfigDict, params: Any,
@@ -100,6 +112,13 @@ class ConditionLosses:
   def __call__(self, params: Any, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {name: self.losses[dropped].mean(params, edit(dict(batch))) for name, (dropped, edit) in VARIANTS.items()}
 
+  def by_timestep(self, params: Any, batch: Mapping[str, np.ndarray], timesteps: Sequence[int], num_keys: int
+                  ) -> dict[str, dict[int, float]]:
+    """`{variant: {t: mean squared x0 error}}` at each fixed timestep `t`, averaged over `num_keys` noise
+    draws (the same for every variant)."""
+    return {name: {int(t): self.losses[dropped].mean_x0_error(params, edit(dict(batch)), int(t), num_keys)
+                   for t in timesteps} for name, (dropped, edit) in VARIANTS.items()}
+
 
 def markdown_table(losses: Mapping[str, float]) -> str:
   """One row per variant: the loss and its change against 'all' (absolute and relative)."""
@@ -108,6 +127,17 @@ def markdown_table(losses: Mapping[str, float]) -> str:
   for name, value in losses.items():
     change = "" if name == "all" else f"{value - base:+.5f} ({(value - base) / base:+.1%})"
     lines.append(f"| {name} | {value:.5f} | {change} |")
+  return "\n".join(lines)
+
+
+def timestep_table(errors: Mapping[str, Mapping[int, float]]) -> str:
+  """Rows: variants; columns: timesteps; 'all' as the x0 error, the others as their change against it."""
+  steps = list(errors["all"])
+  lines = ["| variant | " + " | ".join(f"t={t}" for t in steps) + " |", "| --- |" + " ---: |" * len(steps)]
+  for name, row in errors.items():
+    cells = [f"{row[t]:.4f}" if name == "all" else f"{(row[t] - errors['all'][t]) / errors['all'][t]:+.1%}"
+             for t in steps]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from emodiff_jax.diffusion import cond_dropout, losses
-from emodiff_jax.diffusion.schedule import NoiseSchedule, add_noise, make_schedule
+from emodiff_jax.diffusion.schedule import NoiseSchedule, add_noise, make_schedule, split_prediction
 from emodiff_jax.models.build import Models
 from emodiff_jax.models.wav2vec2 import normalize_waveform
 
@@ -42,7 +42,8 @@ def schedule_from_config(d: ml_collections.ConfigDict) -> NoiseSchedule:
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionObjective:
-  """`objective(params, batch, rng) -> (loss, aux)` for one stage.
+  """`objective(params, batch, rng, timesteps=None) -> (loss, aux)` for one stage; `aux['x0_error']` `[B]` is
+  each example's mean squared error of the predicted clean latents, whatever the prediction type.
 
   Attributes:
     models: the networks (`models.build.build_models`).
@@ -99,7 +100,10 @@ class DiffusionObjective:
     tokens = self.models.audio_proj.apply({"params": params["audio_proj"]}, hidden, span_frames)
     return tokens[:, m + stride * np.arange(num_frames)]
 
-  def __call__(self, params: Any, batch: dict[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
+  def __call__(self, params: Any, batch: dict[str, Array], rng: Array, timesteps: Array | None = None
+               ) -> tuple[Array, dict[str, Array]]:
+    """The loss and `aux` (`timesteps [B]`, `x0_error [B]`); `timesteps` int32 `[B]` replaces the uniform
+    draw (evaluation at chosen noise levels)."""
     d = self.diffusion
     k_lat, k_t, k_noise, k_drop = jax.random.split(rng, 4)
     x0, ref_latent = self.latents(params, batch, k_lat)
@@ -116,11 +120,15 @@ class DiffusionObjective:
       audio = self.audio_tokens(params, batch["audio"], t, dropped["audio"])
       expression = cond_dropout.apply_drop(batch["expression"].astype(jnp.float32), dropped["expression"])
     schedule = self.schedule
-    timesteps = jax.random.randint(k_t, (b,), 0, schedule.num_train_timesteps)
+    if timesteps is None:
+      timesteps = jax.random.randint(k_t, (b,), 0, schedule.num_train_timesteps)
     noise = losses.offset_noise(k_noise, x0.shape, d.noise_offset)
     x_t = add_noise(schedule, x0, noise, timesteps)
     pred = self.models.backbone.apply({"params": params["backbone"]}, x_t, timesteps, ctx, reference=reference,
                                       audio_tokens=audio, expression=expression)
     loss = losses.prediction_loss(schedule, x_t, pred, x0, noise, timesteps, d.prediction_type,
                                   d.get("loss_target", ""), d.min_snr_gamma or None)
-    return loss, {"timesteps": timesteps}
+    a_t = schedule.alphas_cumprod[timesteps].reshape((b,) + (1,) * (x0.ndim - 1))
+    x0_pred, _ = split_prediction(x_t, pred, jnp.sqrt(a_t), jnp.sqrt(1.0 - a_t), d.prediction_type)
+    x0_error = jnp.mean(jnp.square(x0_pred - x0), axis=tuple(range(1, x0.ndim)))
+    return loss, {"timesteps": timesteps, "x0_error": x0_error}
