@@ -25,7 +25,8 @@ _SPLIT = flags.DEFINE_string("split", "test", "Data split.")
 _CLIPS = flags.DEFINE_integer("clips", 16, "Held-out clips (one batch).")
 _KEYS = flags.DEFINE_integer("keys", 8, "Fixed noise/timestep draws averaged per variant.")
 _TIMESTEPS = flags.DEFINE_list("timesteps", ["900", "700", "500", "300", "100"],
-                               "Fixed timesteps of the x0-error table (empty: no table).")
+                               "Fixed timesteps of the x0-error table (empty: no table; an epsilon model has no x0 "
+                               "at the last step of a zero-terminal-SNR schedule).")
 _TIMESTEP_KEYS = flags.DEFINE_integer("timestep_keys", 2, "Noise draws averaged per variant and timestep.")
 _IDENTITIES = flags.DEFINE_integer("latent_identities", 4, "Test identities for the emotion latent-shift table.")
 _OUT = flags.DEFINE_string("out", "", "Folder for condition_use.json / .md.")

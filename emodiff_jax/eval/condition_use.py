@@ -85,7 +85,7 @@ class _Loss:
     """The mean squared error of the predicted clean latents at `timestep` for every clip, over the first
     `num_keys` keys."""
     inputs = {k: jnp.asarray(batch[k]) for k in self.objective.batch_keys}
-    t = jnp.full((len(batch["frames"]),), timestep, jnp.int32)
+    t = jnp.full((inputs[self.objective.batch_keys[0]].shape[0],), timestep, jnp.int32)
     return float(np.mean([self.x0_error(params, inputs, jax.random.PRNGKey(1000 + i), t) for i in range(num_keys)]))
 
 
