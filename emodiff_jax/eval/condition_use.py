@@ -77,16 +77,20 @@ class _Loss:
     self.x0_error = jax.jit(lambda p, b, k, t: jnp.mean(self.objective(p, b, k, timesteps=t)[1]["x0_error"]))
     self.num_keys = num_keys
 
-  def mean(self, params: Any, batch: Mapping[str, np.ndarray]) -> float:
+  def _over_keys(self, fn: Callable[..., jax.Array], params: Any, batch: Mapping[str, np.ndarray], num_keys: int,
+                 *args: Any) -> float:
+    """`fn(params, inputs, PRNGKey(1000 + i), *args)` averaged over i < num_keys."""
     inputs = {k: jnp.asarray(batch[k]) for k in self.objective.batch_keys}
-    return float(np.mean([self.loss(params, inputs, jax.random.PRNGKey(1000 + i)) for i in range(self.num_keys)]))
+    return float(np.mean([fn(params, inputs, jax.random.PRNGKey(1000 + i), *args) for i in range(num_keys)]))
+
+  def mean(self, params: Any, batch: Mapping[str, np.ndarray]) -> float:
+    return self._over_keys(self.loss, params, batch, self.num_keys)
 
   def mean_x0_error(self, params: Any, batch: Mapping[str, np.ndarray], timestep: int, num_keys: int) -> float:
     """The mean squared error of the predicted clean latents at `timestep` for every clip, over the first
     `num_keys` keys."""
-    inputs = {k: jnp.asarray(batch[k]) for k in self.objective.batch_keys}
-    t = jnp.full((inputs[self.objective.batch_keys[0]].shape[0],), timestep, jnp.int32)
-    return float(np.mean([self.x0_error(params, inputs, jax.random.PRNGKey(1000 + i), t) for i in range(num_keys)]))
+    t = jnp.full((len(batch[self.objective.batch_keys[0]]),), timestep, jnp.int32)
+    return self._over_keys(self.x0_error, params, batch, num_keys, t)
 
 
 def denoising_loss(models: Models, diffusion: ml_collections.ConfigDict, params: Any,

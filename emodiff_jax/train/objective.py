@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from emodiff_jax.diffusion import cond_dropout, losses
-from emodiff_jax.diffusion.schedule import NoiseSchedule, add_noise, make_schedule, split_prediction
+from emodiff_jax.diffusion.schedule import NoiseSchedule, add_noise, make_schedule, predict_x0
 from emodiff_jax.models.build import Models
 from emodiff_jax.models.wav2vec2 import normalize_waveform
 
@@ -128,7 +128,6 @@ class DiffusionObjective:
                                       audio_tokens=audio, expression=expression)
     loss = losses.prediction_loss(schedule, x_t, pred, x0, noise, timesteps, d.prediction_type,
                                   d.get("loss_target", ""), d.min_snr_gamma or None)
-    a_t = schedule.alphas_cumprod[timesteps].reshape((b,) + (1,) * (x0.ndim - 1))
-    x0_pred, _ = split_prediction(x_t, pred, jnp.sqrt(a_t), jnp.sqrt(1.0 - a_t), d.prediction_type)
+    x0_pred = predict_x0(schedule, x_t, pred, timesteps, d.prediction_type)
     x0_error = jnp.mean(jnp.square(x0_pred - x0), axis=tuple(range(1, x0.ndim)))
     return loss, {"timesteps": timesteps, "x0_error": x0_error}
