@@ -1,13 +1,19 @@
 """Stage-2 training step of the spatio-temporal backbone: ours (jit, the library's train step) against
-the same step in PyTorch (diffusers `UNetMotionModel`, eager, CPU), same config and weights, one run.
+the same step in PyTorch (diffusers `UNetMotionModel`, eager), same config and weights, on the same chip
+(CPU, or CUDA when JAX runs on a GPU), one run.
 
 The step, as stage 2 trains it: forward + backward through the SD-1.5-layout UNet with AnimateDiff motion
 modules on `[B, T, h, w, 4]` latents, gradients for the motion modules only (the 2D layers frozen), clip,
 AdamW. Per row: step time, steps/s, frames/s, FLOPs per step (XLA cost analysis of our compiled step),
-MFU (those FLOPs / our step time / the float32 matmul peak measured in this run), XLA's peak memory
-estimate (arguments + outputs + temporaries), with and without per-block rematerialisation.
+MFU (those FLOPs / our step time / the matmul peak in the compute dtype measured in this run), XLA's
+peak memory estimate (arguments + outputs + temporaries), with and without per-block rematerialisation;
+`--dtype bfloat16` computes in bfloat16 on both sides (params and optimizer state float32; PyTorch:
+autocast), `--attention` picks `UNetConfig.attention_impl` ('cudnn': GPU, bfloat16). The first step's
+loss of both sides is compared (same weights, same inputs) as a check that they compute the same step.
+`sd15` is SD-1.5's UNet with AnimateDiff's motion modules at 512x512 (64x64 latents): for accelerators.
 
   python -m benchmarks.train_step [--config tiny small] [--frames 8 16 32] [--remat none nothing_saveable]
+                                  [--dtype float32] [--attention xla]
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table
+from benchmarks.common import DTYPES, print_table, torch_autocast, torch_device, torch_synced
 from configs import common
 from emodiff_jax.convert.backbone import build_backbone
 from emodiff_jax.models.backbone import Backbone
@@ -43,6 +49,12 @@ CONFIGS = {
                   motion=dict(motion_layers_per_block=2, motion_norm_num_groups=32, motion_num_attention_heads=8,
                               use_motion_mid_block=True),
                   latent=16),
+    # SD-1.5 (runwayml config) + AnimateDiff v2-style motion modules (with a motion mid block), 512x512.
+    "sd15": dict(unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
+                           attention_head_dim=8, norm_num_groups=32),
+                 motion=dict(motion_layers_per_block=2, motion_norm_num_groups=32, motion_num_attention_heads=8,
+                             use_motion_mid_block=True),
+                 latent=64),
 }
 
 
@@ -62,11 +74,13 @@ def _models(name: str, tmp: str):
   return ref, os.path.join(tmp, "unet"), os.path.join(tmp, "adapter")
 
 
-def _ours(unet_dir: str, adapter_dir: str, remat: str | None, x, t, ctx, noise, peak: float):
+def _ours(unet_dir: str, adapter_dir: str, remat: str | None, attention: str, dtype: str, x, t, ctx, noise,
+          peak: float):
+  """Our step: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss)."""
   backbone, params = build_backbone(unet_dir, adapter_dir)
-  if remat is not None:  # same params, blocks rematerialised in the backward pass
-    cfg = backbone.config
-    backbone = Backbone(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, remat_policy=remat)))
+  cfg = backbone.config  # same params; blocks rematerialised in the backward pass, attention kernel, dtype
+  unet_cfg = dataclasses.replace(cfg.unet, remat_policy=remat, attention_impl=None if attention == "xla" else attention)
+  backbone = Backbone(dataclasses.replace(cfg, unet=unet_cfg), DTYPES[dtype])
   params = {"backbone": params}
   labels = jax.tree_util.tree_map_with_path(
       lambda p, _: "train" if is_stage2_layer(tuple(str(getattr(k, "key", k)) for k in p)) else "frozen", params)
@@ -77,7 +91,7 @@ def _ours(unet_dir: str, adapter_dir: str, remat: str | None, x, t, ctx, noise, 
   def objective(p, batch, rng):
     del rng
     pred = backbone.apply({"params": p["backbone"]}, batch["x"], batch["t"], batch["ctx"])
-    return jnp.mean((pred - batch["noise"]) ** 2), {}
+    return jnp.mean((pred.astype(jnp.float32) - batch["noise"]) ** 2), {}
 
   step = jax.jit(step_lib.make_train_step(objective, tx, labels, learning_rate=schedule),
                  donate_argnums=(0,))
@@ -86,39 +100,53 @@ def _ours(unet_dir: str, adapter_dir: str, remat: str | None, x, t, ctx, noise, 
   compiled = step.lower(state, batch).compile()
   mem = compiled.memory_analysis()
   peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) if mem else 0
-  holder = [state]
+  holder, losses = [state], []
 
   def run():
     holder[0], m = compiled(holder[0], batch)
+    losses.append(m["loss"])
     return m["loss"]
 
   seconds = time_call(run, warmup=1, repeats=3)
   flops = compiled_flops(compiled)
-  return seconds, flops, flops / seconds / peak, peak_bytes
+  return seconds, flops, flops / seconds / peak, peak_bytes, float(losses[0])
 
 
-def _torch_step(ref, x, t, ctx, noise):
+def _torch_step(ref, device: str, dtype: str, x, t, ctx, noise):
+  """The PyTorch step: (seconds, first-step loss, peak CUDA bytes or None)."""
   import torch
 
+  ref = ref.to(device)
   for n, p in ref.named_parameters():
     p.requires_grad_("motion_modules" in n)
   trainable = [p for p in ref.parameters() if p.requires_grad]
   opt = torch.optim.AdamW(trainable, lr=1e-5, weight_decay=1e-2)
   b, f = x.shape[:2]
-  xt = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy())
-  tt = torch.from_numpy(t).long()
-  ct = torch.from_numpy(np.repeat(ctx, f, 0))
-  nt = torch.from_numpy(noise.transpose(0, 4, 1, 2, 3).copy())
+  xt = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy()).to(device)
+  tt = torch.from_numpy(t).long().to(device)
+  ct = torch.from_numpy(np.repeat(ctx, f, 0)).to(device)
+  nt = torch.from_numpy(noise.transpose(0, 4, 1, 2, 3).copy()).to(device)
+  losses = []
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = torch.mean((ref(xt, tt, ct).sample - nt) ** 2)
+    with torch_autocast(device, dtype):
+      pred = ref(xt, tt, ct).sample
+    loss = torch.mean((pred.float() - nt) ** 2)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     opt.step()
+    losses.append(loss.detach())
     return loss.detach()
 
-  return time_call(step, warmup=1, repeats=3)
+  if device == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+  seconds = time_call(torch_synced(step, device), warmup=1, repeats=3)
+  peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+  ref.to("cpu")
+  if device == "cuda":
+    torch.cuda.empty_cache()
+  return seconds, float(losses[0]), peak
 
 
 def main() -> None:
@@ -126,6 +154,8 @@ def main() -> None:
   parser.add_argument("--config", choices=sorted(CONFIGS), nargs="+", default=["tiny", "small"])
   parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32])
   parser.add_argument("--remat", nargs="+", default=["none", "nothing_saveable"])
+  parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["float32"])
+  parser.add_argument("--attention", nargs="+", default=["xla"], help="UNetConfig.attention_impl values")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
   args = parser.parse_args()
@@ -133,32 +163,37 @@ def main() -> None:
   import torch
 
   torch.set_num_threads(os.cpu_count() or 1)
-  peak = matmul_peak_flops()
+  device = torch_device()
+  peaks = {d: matmul_peak_flops(dtype=DTYPES[d]) for d in args.dtype}
   rows = []
+  mib = lambda b: "-" if b is None else b / 2**20
   for name in args.config:
     with tempfile.TemporaryDirectory() as tmp:
       ref, unet_dir, adapter_dir = _models(name, tmp)
       s, d = CONFIGS[name]["latent"], CONFIGS[name]["unet"]["cross_attention_dim"]
-      for frames in args.frames:
+      for frames, dtype in ((f, dt) for f in args.frames for dt in args.dtype):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((args.batch, frames, s, s, 4), np.float32)
         noise = rng.standard_normal(x.shape, np.float32)
         t = rng.integers(0, 1000, (args.batch,)).astype(np.int32)
         ctx = rng.standard_normal((args.batch, 8, d), np.float32)
-        torch_s = None if args.no_torch else _torch_step(ref, x, t, ctx, noise)
-        for remat in args.remat:
-          sec, flops, mfu, mem = _ours(unet_dir, adapter_dir, None if remat == "none" else remat, x, t, ctx, noise,
-                                       peak)
-          rows.append((name, frames, remat, sec * 1e3, 1 / sec, args.batch * frames / sec, flops / 1e9,
-                       f"{100 * mfu:.1f}%", mem / 2**20,
+        torch_s, torch_loss, torch_mem = (None, None, None) if args.no_torch else _torch_step(
+            ref, device, dtype, x, t, ctx, noise)
+        for attention, remat in ((a, r) for a in args.attention for r in args.remat):
+          sec, flops, mfu, mem, loss = _ours(unet_dir, adapter_dir, None if remat == "none" else remat, attention,
+                                             dtype, x, t, ctx, noise, peaks[dtype])
+          rows.append((name, frames, dtype, attention, remat, sec * 1e3, args.batch * frames / sec, flops / 1e9,
+                       f"{100 * mfu:.1f}%", mem / 2**20, mib(torch_mem),
                        "-" if torch_s is None else torch_s * 1e3,
-                       "-" if torch_s is None else f"{torch_s / sec:.2f}x"))
+                       "-" if torch_s is None else f"{torch_s / sec:.2f}x",
+                       "-" if torch_loss is None else f"{abs(loss - torch_loss) / torch_loss:.1e}"))
           print("row", rows[-1], flush=True)  # progress: the table comes at the end
   print_table(
-      f"Stage-2 backbone train step, batch {args.batch}, {jax.devices()[0].platform} ({os.cpu_count()} cores); "
-      f"measured f32 matmul peak {peak / 1e9:.0f} GFLOP/s",
-      ("config", "frames", "remat", "ours (ms)", "steps/s", "frames/s", "GFLOP/step", "MFU", "XLA peak MiB",
-       "diffusers torch (ms)", "speed-up"),
+      f"Stage-2 backbone train step, batch {args.batch}, JAX on {jax.devices()[0].device_kind}, diffusers on "
+      f"{device} ({os.cpu_count()} cores); measured matmul peak "
+      + ", ".join(f"{k} {v / 1e12:.3g} TFLOP/s" for k, v in peaks.items()),
+      ("config", "frames", "dtype", "attention", "remat", "ours (ms)", "frames/s", "GFLOP/step", "MFU",
+       "XLA peak MiB", "torch CUDA peak MiB", "diffusers torch (ms)", "speed-up", "loss rel. diff"),
       rows)
 
 

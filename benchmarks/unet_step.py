@@ -1,9 +1,11 @@
-"""2D UNet forward and forward+backward: ours (jax.jit) against diffusers (PyTorch eager, CPU).
+"""2D UNet forward and forward+backward: ours (jax.jit) against diffusers (PyTorch eager).
 
 Both run the same config and the same weights (the diffusers model is saved with `save_pretrained` and
-loaded with `load_unet2d`), on the same machine, in one run, so the ratio is meaningful.
+loaded with `load_unet2d`), on the same chip (CPU, or CUDA when JAX runs on a GPU), in one run, so the
+ratio is meaningful. `--dtype bfloat16` computes in bfloat16 on both sides (ours: the modules' compute
+dtype, params float32; PyTorch: autocast).
 
-  python -m benchmarks.unet_step [--config small|tiny] [--batch 4] [--repeats 5]
+  python -m benchmarks.unet_step [--config small|tiny] [--batch 4] [--repeats 5] [--dtype float32 bfloat16]
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table
-from emodiff_jax.train.flops import time_call
+from benchmarks.common import DTYPES, print_table, torch_autocast, torch_device, torch_synced
 from emodiff_jax.convert.unet import load_unet2d
+from emodiff_jax.models.unet import UNet
+from emodiff_jax.train.flops import time_call
 
 CONFIGS = {
     # Same block layout as SD-1.5 (3 cross-attention down blocks + 1 plain), scaled down.
@@ -38,21 +41,25 @@ def main() -> None:
   parser.add_argument("--tokens", type=int, default=16, help="encoder_hidden_states length")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--attention", nargs="+", default=["xla", "matmul", "chunked"],
-                      help="UNetConfig.attention_impl values to time")
+                      help="UNetConfig.attention_impl values to time ('cudnn' needs a GPU and --dtype bfloat16)")
+  parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["float32"])
   args = parser.parse_args()
 
   import diffusers
   import torch
 
   torch.set_num_threads(os.cpu_count() or 1)
+  device = torch_device()
   rows = []
-  for name in args.config:
+  for name, dtype in ((n, d) for n in args.config for d in args.dtype):
     cfg = CONFIGS[name]
     torch.manual_seed(0)
     ref = diffusers.UNet2DConditionModel(in_channels=4, out_channels=4, **cfg).float()
     with tempfile.TemporaryDirectory() as tmp:
       ref.save_pretrained(tmp)
       unets = {impl: load_unet2d(tmp, attention_impl=impl) for impl in args.attention}
+    unets = {impl: (UNet(unet.config, DTYPES[dtype]), p) for impl, (unet, p) in unets.items()}
+    ref = ref.to(device)
     params = jax.tree_util.tree_map(jnp.asarray, next(iter(unets.values()))[1])
     s, b, d = cfg["sample_size"], args.batch, cfg["cross_attention_dim"]
     rng = np.random.default_rng(0)
@@ -63,32 +70,40 @@ def main() -> None:
     ours = {}
     for impl, (unet, _) in unets.items():
       fwd = jax.jit(lambda p, x, t, c, unet=unet: unet.apply({"params": p}, x, t, c))
-      loss = lambda p, x, t, c, unet=unet: jnp.mean(unet.apply({"params": p}, x, t, c) ** 2)
+      loss = lambda p, x, t, c, unet=unet: jnp.mean(unet.apply({"params": p}, x, t, c).astype(jnp.float32) ** 2)
       fwd_bwd = jax.jit(jax.value_and_grad(loss))
       ours[impl] = (time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats),
-                    time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats))
+                    time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats),
+                    np.asarray(fwd(params, x, t, ctx), np.float32))
 
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    tt, ct = torch.from_numpy(t).long(), torch.from_numpy(ctx)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
+    tt, ct = torch.from_numpy(t).long().to(device), torch.from_numpy(ctx).to(device)
 
     def torch_fwd():
-      with torch.no_grad():
+      with torch.no_grad(), torch_autocast(device, dtype):
         return ref(xt, tt, ct).sample
 
     def torch_fwd_bwd():
       ref.zero_grad(set_to_none=True)
-      out = ref(xt, tt, ct).sample
-      (out**2).mean().backward()
+      with torch_autocast(device, dtype):
+        out = ref(xt, tt, ct).sample
+      (out.float()**2).mean().backward()
       return out
 
-    ref_f = time_call(torch_fwd, repeats=args.repeats)
-    ref_fb = time_call(torch_fwd_bwd, repeats=args.repeats)
-    for impl, (ours_f, ours_fb) in ours.items():
-      rows.append((name, b, f"{s}x{s}", impl, "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f))
-      rows.append((name, b, f"{s}x{s}", impl, "forward+backward", ours_fb * 1e3, ref_fb * 1e3, ref_fb / ours_fb))
+    ref_f = time_call(torch_synced(torch_fwd, device), repeats=args.repeats)
+    ref_fb = time_call(torch_synced(torch_fwd_bwd, device), repeats=args.repeats)
+    ref_out = torch_fwd().float().cpu().numpy().transpose(0, 2, 3, 1)
+    for impl, (ours_f, ours_fb, out) in ours.items():
+      err = f"{np.linalg.norm(out - ref_out) / np.linalg.norm(ref_out):.1e}"
+      rows.append((name, dtype, b, f"{s}x{s}", impl, "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f, err))
+      rows.append((name, dtype, b, f"{s}x{s}", impl, "forward+backward", ours_fb * 1e3, ref_fb * 1e3,
+                   ref_fb / ours_fb, err))
+      print("row", rows[-2:], flush=True)
   print_table(
-      f"2D UNet step, {jax.devices()[0].platform} ({os.cpu_count()} cores), median of {args.repeats}",
-      ("config", "batch", "latent", "attention", "pass", "ours jit (ms)", "diffusers torch (ms)", "speed-up"),
+      f"2D UNet step, JAX on {jax.devices()[0].device_kind}, diffusers on {device} ({os.cpu_count()} cores), "
+      f"median of {args.repeats}",
+      ("config", "dtype", "batch", "latent", "attention", "pass", "ours jit (ms)", "diffusers torch (ms)",
+       "speed-up", "output rel. diff"),
       rows,
   )
 

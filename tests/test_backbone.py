@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from emodiff_jax.convert.backbone import build_backbone
+from emodiff_jax.convert.backbone import build_backbone, init_backbone
 from emodiff_jax.convert.motion import load_motion_adapter
 from emodiff_jax.convert.unet import load_unet2d
 from emodiff_jax.models.backbone import Backbone, BackboneConfig, ExpressionProjection
@@ -89,6 +89,25 @@ def full_backbone(unet_dir):
   apply = jax.jit(lambda p, x, t, c, ref, audio, expr: backbone.apply(
       {"params": p}, x, t, c, reference=ref, audio_tokens=audio, expression=expr))
   return backbone, params, unet2d, params2d, apply
+
+
+def test_init_fills_only_the_layers_it_is_not_given(full_backbone):
+  backbone, params, _, _, _ = full_backbone
+  flat = flax.traverse_util.flatten_dict(params)
+  given = {p: v for p, v in flat.items() if not any(k.startswith("motion_modules") for k in p)}
+  filled = flax.traverse_util.flatten_dict(
+      init_backbone(backbone, jax.random.PRNGKey(3), params=flax.traverse_util.unflatten_dict(given)))
+  assert set(filled) == set(flat)
+  for p, v in given.items():
+    np.testing.assert_array_equal(filled[p], v)
+  fresh = [p for p in flat if p not in given and p[-1] == "kernel" and "proj_out" not in p]
+  assert fresh and all(filled[p].shape == flat[p].shape and np.std(filled[p]) > 0 for p in fresh)
+  assert any(not np.array_equal(filled[p], flat[p]) for p in fresh)  # drawn from the new key
+  wrong = dict(given)
+  path = next(p for p in given if p[-1] == "kernel")
+  wrong[path] = np.zeros(given[path].shape[:-1] + (given[path].shape[-1] + 1,), np.float32)
+  with pytest.raises(Exception, match="shape"):
+    init_backbone(backbone, jax.random.PRNGKey(3), params=flax.traverse_util.unflatten_dict(wrong))
 
 
 def _conditions(seed=1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 
@@ -24,16 +25,26 @@ from emodiff_jax.models.motion_module import MotionConfig
 from emodiff_jax.models.unet_config import UNetConfig
 
 
-def init_backbone(backbone: Backbone, rng: jax.Array, num_frames: int = 2) -> dict:
-  """Fresh params for every layer of `backbone` (all conditions present so every layer exists)."""
+def init_backbone(backbone: Backbone, rng: jax.Array, num_frames: int = 2, params: Optional[dict] = None) -> dict:
+  """Fresh params for every layer of `backbone` (all conditions present so every layer exists).
+
+  With `params` (part of the tree, e.g. converted SD-1.5 layers), those keep their values and only the
+  layers missing from it are initialised, so the compiled initialiser draws random numbers for those alone:
+  XLA's compile time grows with the number of random draws (one per param tensor), and the full init of
+  `benchmarks/train_step.py`'s `small` backbone took over two minutes to compile, on CPU and on an H200.
+  """
   c = backbone.config
   u = c.unet
   size = 8 * 2 ** (len(u.block_out_channels) - 1)
+  inputs = (jnp.zeros((1, num_frames, size, size, u.in_channels)), jnp.zeros((1,)),
+            jnp.zeros((1, 1, u.cross_attention_dim)))
   audio = None if u.audio_context_dim is None else jnp.zeros((1, num_frames, 1, u.audio_context_dim))
-  return jax.jit(lambda r: backbone.init(
-      r, jnp.zeros((1, num_frames, size, size, u.in_channels)), jnp.zeros((1,)),
-      jnp.zeros((1, 1, u.cross_attention_dim)), audio_tokens=audio,
-      expression=jnp.zeros((1, num_frames, c.expression_dim))))(rng)["params"]
+  conditions = dict(audio_tokens=audio, expression=jnp.zeros((1, num_frames, c.expression_dim)))
+  if params is None:
+    return jax.jit(lambda r: backbone.init(r, *inputs, **conditions))(rng)["params"]
+  fill = lambda p, r: backbone.apply({"params": p}, *inputs, **conditions, rngs={"params": r},
+                                     mutable=["params"])[1]["params"]
+  return jax.jit(fill)(params, rng)
 
 
 def build_backbone(unet2d_path: str, motion_path: Optional[str] = None, config: Optional[BackboneConfig] = None,
@@ -61,9 +72,11 @@ def build_backbone(unet2d_path: str, motion_path: Optional[str] = None, config: 
                              expression_context_dim=ext.expression_context_dim, attention_impl=ext.attention_impl,
                              remat_policy=ext.remat_policy)
   backbone = Backbone(dataclasses.replace(config, unet=unet))
-  params = init_backbone(backbone, jax.random.PRNGKey(0) if rng is None else rng)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  params = jax.eval_shape(lambda r: init_backbone(backbone, r), rng)  # the tree to fill, shapes only
   _, unet_params = load_unet2d(unet2d_path)
   params = merge_params(params, {"unet": unet_params})
   if motion_params is not None:
     params = merge_params(params, {"unet": motion_params})
-  return backbone, params
+  loaded = {k: v for k, v in flax.traverse_util.flatten_dict(params).items() if not isinstance(v, jax.ShapeDtypeStruct)}
+  return backbone, init_backbone(backbone, rng, params=flax.traverse_util.unflatten_dict(loaded))

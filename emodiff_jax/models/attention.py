@@ -36,8 +36,8 @@ def dot_product_attention(
     q: queries `[B, Lq, H, Dh]`.
     k: keys `[B, Lk, H, Dh]`.
     v: values `[B, Lk, H, Dh]`.
-    implementation: `None`/`"xla"`, `"cudnn"` (both `jax.nn.dot_product_attention`), `"matmul"` or
-      `"chunked"`.
+    implementation: `None`/`"xla"`, `"cudnn"` (both `jax.nn.dot_product_attention`; cuDNN computes in
+      bfloat16 when the inputs are float32), `"matmul"` or `"chunked"`.
     bias: optional additive bias broadcastable to `[B, H, Lq, Lk]`.
 
   Returns:
@@ -52,6 +52,12 @@ def dot_product_attention(
     return jnp.swapaxes(chunked_attention(qt, kt, vt), 1, 2)
   if implementation == "xla":
     implementation = None
+  if implementation == "cudnn" and q.dtype == jnp.float32:
+    # cuDNN's fused kernel takes float16/bfloat16 only: float32 inputs are attended in bfloat16.
+    out = jax.nn.dot_product_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16),
+                                       bias=None if bias is None else bias.astype(jnp.bfloat16),
+                                       implementation="cudnn")
+    return out.astype(q.dtype)
   return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=implementation)
 
 

@@ -7,7 +7,7 @@ device). The peak is measured in the same process as the step it divides, never 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +26,13 @@ def time_call(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) ->
   return float(np.median(times))
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: Any = jnp.float32) -> float:
-  """Measured matmul FLOP/s of the default device, n x n x n in jnp."""
-  a = jnp.ones((n, n), dtype)
+def matmul_peak_flops(n: Optional[int] = None, repeats: int = 5, dtype: Any = jnp.float32) -> float:
+  """Measured matmul FLOP/s of the default device, n x n x n in jnp on random data.
+
+  `n` defaults to 2048 on CPU and 8192 on accelerators (a 2048 product does not fill a GPU).
+  """
+  n = n or (2048 if jax.default_backend() == "cpu" else 8192)
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
   f = jax.jit(lambda x: x @ x)
   seconds = time_call(lambda: f(a), warmup=2, repeats=repeats)
   return 2 * n**3 / seconds
