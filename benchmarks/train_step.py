@@ -74,10 +74,10 @@ def _models(name: str, tmp: str):
   return ref, os.path.join(tmp, "unet"), os.path.join(tmp, "adapter")
 
 
-def _ours(unet_dir: str, adapter_dir: str, remat: str | None, attention: str, dtype: str, x, t, ctx, noise,
+def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype: str, x, t, ctx, noise,
           peak: float):
-  """Our step: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss)."""
-  backbone, params = build_backbone(unet_dir, adapter_dir)
+  """Our step from `build_backbone`'s `(backbone, params)`: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss)."""
+  backbone, params = built
   cfg = backbone.config  # same params; blocks rematerialised in the backward pass, attention kernel, dtype
   unet_cfg = dataclasses.replace(cfg.unet, remat_policy=remat, attention_impl=None if attention == "xla" else attention)
   backbone = Backbone(dataclasses.replace(cfg, unet=unet_cfg), DTYPES[dtype])
@@ -116,6 +116,7 @@ def _torch_step(ref, device: str, dtype: str, x, t, ctx, noise):
   """The PyTorch step: (seconds, first-step loss, peak CUDA bytes or None)."""
   import torch
 
+  initial = {k: v.clone() for k, v in ref.state_dict().items()}  # restored below: each dtype starts from these
   ref = ref.to(device)
   for n, p in ref.named_parameters():
     p.requires_grad_("motion_modules" in n)
@@ -143,7 +144,7 @@ def _torch_step(ref, device: str, dtype: str, x, t, ctx, noise):
     torch.cuda.reset_peak_memory_stats()
   seconds = time_call(torch_synced(step, device), warmup=1, repeats=3)
   peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-  ref.to("cpu")
+  ref.to("cpu").load_state_dict(initial)
   if device == "cuda":
     torch.cuda.empty_cache()
   return seconds, float(losses[0]), peak
@@ -170,6 +171,8 @@ def main() -> None:
   for name in args.config:
     with tempfile.TemporaryDirectory() as tmp:
       ref, unet_dir, adapter_dir = _models(name, tmp)
+      backbone, params = build_backbone(unet_dir, adapter_dir)
+      built = (backbone, jax.device_get(params))  # host copy: each step donates the device state built from it
       s, d = CONFIGS[name]["latent"], CONFIGS[name]["unet"]["cross_attention_dim"]
       for frames, dtype in ((f, dt) for f in args.frames for dt in args.dtype):
         rng = np.random.default_rng(0)
@@ -180,7 +183,7 @@ def main() -> None:
         torch_s, torch_loss, torch_mem = (None, None, None) if args.no_torch else _torch_step(
             ref, device, dtype, x, t, ctx, noise)
         for attention, remat in ((a, r) for a in args.attention for r in args.remat):
-          sec, flops, mfu, mem, loss = _ours(unet_dir, adapter_dir, None if remat == "none" else remat, attention,
+          sec, flops, mfu, mem, loss = _ours(built, None if remat == "none" else remat, attention,
                                              dtype, x, t, ctx, noise, peaks[dtype])
           rows.append((name, frames, dtype, attention, remat, sec * 1e3, args.batch * frames / sec, flops / 1e9,
                        f"{100 * mfu:.1f}%", mem / 2**20, mib(torch_mem),
