@@ -44,7 +44,6 @@ RUNS ?= workdirs/synthetic
 checkpoint: setup
 	$(BIN)/python -m launch.train_expr --config=configs/expr_gan_synthetic.py --workdir=$(RUNS)/expr_gan
 	$(BIN)/python -m launch.train_vae --config=configs/synthetic_vae.py --workdir=$(RUNS)/vae
-	$(BIN)/python -m launch.train_vae --config=configs/synthetic_vae.py --workdir=$(RUNS)/vae --config.train.steps=4000
 	$(BIN)/python -m launch.train --config=configs/synthetic_stage1.py --workdir=$(RUNS)/stage1 \
 	  --config.init.vae_checkpoint=$(RUNS)/vae
 	$(BIN)/python -m launch.train --config=configs/synthetic_stage2.py --workdir=$(RUNS)/stage2 \

@@ -30,7 +30,14 @@ def synthetic_training(stage: int, num_frames: int, batch_size: int) -> ml_colle
   config.num_frames = num_frames
   config.model = common.tiny_model()
   config.data = synthetic_data("image" if stage == 1 else "clip", num_frames, batch_size)
+  # The reference is the identity's neutral face, as at inference: a frame of an emotional clip would let
+  # the backbone copy the emotion from it and ignore the expression condition (input/examples.py).
+  config.data.reference = "neutral"
   config.diffusion = common.diffusion()
+  # v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024): an epsilon model barely predicts the
+  # clean clip at high noise, where sampling commits to layout and expression (README, shipped checkpoint).
+  config.diffusion.prediction_type = "v_prediction"
+  config.diffusion.rescale_zero_terminal_snr = True
   config.optim = common.optim()
   config.optim.learning_rate = 3e-4
   config.optim.warmup_steps = 20

@@ -12,8 +12,8 @@ from configs.synthetic_stage1 import synthetic_training
 
 def get_config() -> ml_collections.ConfigDict:
   config = synthetic_training(stage=2, num_frames=8, batch_size=4)
-  # The reference is the identity's neutral face, as at inference: a frame of an emotional clip would let
-  # the backbone copy the emotion from it and ignore the expression condition (input/examples.py).
-  config.data.reference = "neutral"
+  # MEAD-like clips (the only emotional ones) three times as often as HDTF-like ones.
+  mead, = [s for s in config.data.sources if s["name"] == "synth_world/mead_like"]
+  mead["weight"] = 3.0
   config.train.steps = 6000  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
   return config

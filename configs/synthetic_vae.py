@@ -9,15 +9,11 @@ AdamW 2e-3 with 30 warmup steps then cosine decay, EMA 0.99. Each batch of 4 exa
 (target and reference); clips are rendered on the fly with 8 frames each (2 are used), cheaper than 48.
 Held-out PSNR: 8 batches of the world's 'test' split (identities never seen in training), EMA params.
 
-Cost and result, 2-core CPU shared with other jobs (this repo's machine): 0.55-0.6 steps/s, 1000 steps in
-about 28 min. At step 1000 (`<workdir>/tb/metrics.jsonl`): held-out PSNR 18.6 dB, train-batch PSNR ~22 dB,
-loss 0.19; faces, hair and backgrounds come back, eyes and mouth are blurred (`<workdir>/previews`). The
-latents' std is 5.1-5.4, so the tiny model's `scaling_factor` 0.18215 holds. Measured on a run whose
-first 207 steps ran under other `train.steps` (600, then 2400: it was stopped and resumed twice). This
-is under-trained: reconstructions are still improving at the end; more steps (a GPU) are needed for sharp
-mouths. Resumed from that step 1000 with `--config.train.steps=4000` (the cosine schedule restarts at 0.83
-of its peak), 3000 more steps in ~70 min: held-out PSNR 19.0 dB at 1500, 20.1 at 2400, 22.1 at 3200,
-22.4 at 4000.
+Cost and result: 5000 steps (one cosine) in 39 min on the 2-core machine of 2026-11-26 (2.2 steps/s, an
+expression-probe training beside it for the first 6 min): held-out PSNR 18.6 dB at 500, 21.7 at 1700, 24.1 at
+3300, 24.7 at 5000 (train-batch 30.1 dB); `<workdir>/tb/metrics.jsonl`, previews in `<workdir>/previews`. Scaled by the tiny
+model's `scaling_factor` 0.18215, its latents have variance 0.48 (`launch.condition_use`). The older recipe (1000 steps,
+then resumed to 4000 with the cosine restarting) gave 22.4 dB on the world as first drawn.
 
 Overrides work on every field, e.g. `--config.train.steps=2000 --config.data.batch_size=16`.
 """
@@ -46,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mesh = common.mesh()
   config.train = ml_collections.ConfigDict(dict(
-      steps=1000, seed=0, compute_dtype="float32", log_every=25, checkpoint_every=100, keep_checkpoints=3,
+      steps=5000, seed=0, compute_dtype="float32", log_every=25, checkpoint_every=100, keep_checkpoints=3,
       async_checkpoints=True, max_bad_steps=20,
       eval_every=100, eval_batches=8, eval_split="test",  # held-out PSNR, EMA params
       preview_every=100, preview_examples=8))

@@ -111,9 +111,9 @@ def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
   with pytest.raises(FileNotFoundError, match=f"init.stage1_checkpoint: {empty}: no checkpoint"):
     initial_params(config, build_models(config.model), jax.random.key(0))
   config.init.stage1_checkpoint = stage1_runs["straight"]
-  config.diffusion.prediction_type = "v_prediction"  # the stage-1 run predicted epsilon
-  with pytest.raises(ValueError, match="was trained with diffusion prediction_type='epsilon' .this config: "
-                                       "'v_prediction'."):
+  config.diffusion.prediction_type = "epsilon"  # the stage-1 run predicted v
+  with pytest.raises(ValueError, match="was trained with diffusion prediction_type='v_prediction' .this config: "
+                                       "'epsilon'."):
     initial_params(config, build_models(config.model), jax.random.key(0))
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)
