@@ -7,8 +7,9 @@ writes `condition_use.json` and `condition_use.md`.
   python -m launch.condition_use --checkpoint=data/checkpoints/synthetic --clips=16 --keys=8
 
 The clips are the first `--clips` of `--split` under the data section of `--config` (default: the synthetic
-stage-2 config: held-out identities, the identity's neutral face as reference); `--config.data.*` overrides
-work, e.g. `--config.data.reference=clip`.
+stage-2 config: held-out identities, the identity's neutral face as reference), its sources mixed by
+`--source_weights` (default equal, so the clips stay the same when a training config reweights its sources);
+`--config.data.*` overrides work, e.g. `--config.data.reference=clip`.
 """
 
 import json
@@ -29,13 +30,18 @@ _TIMESTEPS = flags.DEFINE_list("timesteps", ["900", "700", "500", "300", "100"],
                                "at the last step of a zero-terminal-SNR schedule).")
 _TIMESTEP_KEYS = flags.DEFINE_integer("timestep_keys", 2, "Noise draws averaged per variant and timestep.")
 _IDENTITIES = flags.DEFINE_integer("latent_identities", 4, "Test identities for the emotion latent-shift table.")
+_WEIGHTS = flags.DEFINE_list("source_weights", ["1", "1"],
+                              "Mixture weights of the config's data.sources for the measured clips (default: equal, "
+                              "as measured before configs/synthetic_stage2.py weighted its sources 3:1; empty: the "
+                              "config's own).")
 _OUT = flags.DEFINE_string("out", "", "Folder for condition_use.json / .md.")
 
 
 def main(argv) -> None:
   del argv
   from emodiff_jax.atomic_io import write_bytes
-  from emodiff_jax.eval.condition_use import ConditionLosses, emotion_latent_shift, markdown_table, timestep_table
+  from emodiff_jax.eval.condition_use import (ConditionLosses, emotion_latent_shift, markdown_table, measured_data,
+                                              timestep_table)
   from emodiff_jax.eval.harness import identity_pool
   from emodiff_jax.input import pipeline
   from emodiff_jax.sampling.bundle import BundleError, load_bundle
@@ -44,7 +50,7 @@ def main(argv) -> None:
     bundle = load_bundle(_CHECKPOINT.value)
   except BundleError as e:
     sys.exit(f"error: {e}")
-  data = _CONFIG.value.data
+  data = measured_data(_CONFIG.value.data, [float(w) for w in _WEIGHTS.value])
   data.batch_size = _CLIPS.value
   batch = next(iter(pipeline.make_dataset(data, split=_SPLIT.value)))
   conditions = ConditionLosses(bundle.models(), bundle.config.diffusion, frame_stride=data.frame_stride,
@@ -53,12 +59,13 @@ def main(argv) -> None:
   timesteps = [int(t) for t in _TIMESTEPS.value]
   by_t = conditions.by_timestep(bundle.params, batch, timesteps, _TIMESTEP_KEYS.value) if timesteps else {}
   shift = emotion_latent_shift(bundle.models(), bundle.params["vae"], identity_pool("test")[:_IDENTITIES.value],
-                               bundle.config.model.resolution)
+                               bundle.config.model.resolution) if _IDENTITIES.value else {}
   table = markdown_table(losses) + "\n\n"
   if by_t:
     table += f"x0 error at fixed timesteps ({_TIMESTEP_KEYS.value} noise draws):\n\n" + timestep_table(by_t) + "\n\n"
-  table += "| emotion at intensity 1 | latent MSE from neutral |\n| --- | ---: |\n" + "\n".join(
-      f"| {name} | {value:.4f} |" for name, value in shift.items())
+  if shift:
+    table += "| emotion at intensity 1 | latent MSE from neutral |\n| --- | ---: |\n" + "\n".join(
+        f"| {name} | {value:.4f} |" for name, value in shift.items())
   print(table)
   if _OUT.value:
     os.makedirs(_OUT.value, exist_ok=True)

@@ -1,5 +1,6 @@
 """`eval/condition_use.py`: held-out losses with each condition removed or mismatched, on the micro model."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -21,6 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def micro():
   config = micro_config(2, batch_size=2)
+  # An epsilon model (the library's default diffusion, configs/common.py; the synthetic configs use v): the
+  # x0 and loss-target tests below reason about epsilon predictions.
+  config.diffusion.prediction_type, config.diffusion.rescale_zero_terminal_snr = "epsilon", False
   models = build_models(config.model)
   params = init_params(models, config.model, jax.random.key(0))
   batch = next(iter(pipeline.make_dataset(config.data, split="test")))
@@ -123,3 +127,22 @@ def test_launch_condition_use_on_a_micro_bundle(tmp_path):
                        cwd=ROOT, check=True, capture_output=True, text=True)
   assert "| no_expression |" in run.stdout
   assert sorted(os.listdir(out)) == ["condition_use.json", "condition_use.md"]
+
+
+def test_measured_clips_do_not_follow_the_training_weights():
+  """`measured_data` mixes the sources by its own weights (the launcher's default: equal) without touching the
+  training config, so reweighting a training config does not change which clips are measured."""
+  config = micro_config(2, batch_size=16)  # as many clips as the launcher measures (the first few coincide)
+  assert [s["weight"] for s in config.data.sources] == [3.0, 1.0]
+  equal = condition_use.measured_data(config.data, [1, 1])
+  assert [s["weight"] for s in config.data.sources] == [3.0, 1.0]
+  by_hand = copy.deepcopy(config.data)
+  for source in by_hand.sources:
+    source["weight"] = 1.0
+  clips = lambda data: next(iter(pipeline.make_dataset(data, split="test")))["expression"]
+  np.testing.assert_array_equal(clips(equal), clips(by_hand))
+  assert not np.array_equal(clips(equal), clips(config.data))
+  np.testing.assert_array_equal(clips(condition_use.measured_data(config.data, [])), clips(config.data))
+  with pytest.raises(ValueError, match="1 source weights for 2 data.sources"):
+    condition_use.measured_data(config.data, [1])
+  assert [s["weight"] for s in config.data.sources] == [3.0, 1.0]

@@ -124,6 +124,20 @@ class ConditionLosses:
                    for t in timesteps} for name, (dropped, edit) in VARIANTS.items()}
 
 
+def measured_data(data: ml_collections.ConfigDict, weights: Sequence[float]) -> ml_collections.ConfigDict:
+  """A copy of a data config whose `sources` are mixed by `weights` (one per source) instead of the training
+  run's, so that the measured clips, and the numbers, do not change when a training config reweights its
+  sources. Empty `weights`: the config's own."""
+  data = copy.deepcopy(data)
+  if weights:
+    if len(weights) != len(data.sources):
+      raise ValueError(f"{len(weights)} source weights for {len(data.sources)} data.sources "
+                       f"({', '.join(s['name'] for s in data.sources)})")
+    for source, weight in zip(data.sources, weights):
+      source["weight"] = float(weight)
+  return data
+
+
 def markdown_table(losses: Mapping[str, float]) -> str:
   """One row per variant: the loss and its change against 'all' (absolute and relative)."""
   base = losses["all"]
