@@ -10,10 +10,11 @@ AdamW 2e-3 with 30 warmup steps then cosine decay, EMA 0.99. Each batch of 4 exa
 Held-out PSNR: 8 batches of the world's 'test' split (identities never seen in training), EMA params.
 
 Cost and result: 5000 steps (one cosine) in 32 min on the 2-core machine of 2026-11-26 (2.6 steps/s, an
-expression-probe training beside it for the first 6 min): held-out PSNR 18.6 dB at 500, 21.7 at 1700, 24.1 at
-3300, 24.7 at 5000 (train-batch 30.1 dB); `<workdir>/tb/metrics.jsonl`, previews in `<workdir>/previews`. Scaled by the tiny
-model's `scaling_factor` 0.18215, its latents have variance 0.48 (`launch.condition_use`). The older recipe (1000 steps,
-then resumed to 4000 with the cosine restarting) gave 22.4 dB on the world as first drawn.
+expression-probe training beside it for the first 6 min): held-out PSNR 18.6 dB at 500, 21.7 at 1700,
+24.1 at 3300, 24.7 at 5000 (train-batch 30.1 dB); `<workdir>/tb/metrics.jsonl`, previews in
+`<workdir>/previews`. Scaled by the tiny model's `scaling_factor` 0.18215, its latents have variance 0.48
+(`launch.condition_use`). The older recipe (1000 steps, then resumed to 4000 with the cosine restarting)
+gave 22.4 dB on the world as first drawn.
 
 Overrides work on every field, e.g. `--config.train.steps=2000 --config.data.batch_size=16`.
 """
