@@ -30,10 +30,10 @@ _TIMESTEPS = flags.DEFINE_list("timesteps", ["900", "700", "500", "300", "100"],
                                "at the last step of a zero-terminal-SNR schedule).")
 _TIMESTEP_KEYS = flags.DEFINE_integer("timestep_keys", 2, "Noise draws averaged per variant and timestep.")
 _IDENTITIES = flags.DEFINE_integer("latent_identities", 4, "Test identities for the emotion latent-shift table.")
-_WEIGHTS = flags.DEFINE_list("source_weights", ["1", "1"],
-                              "Mixture weights of the config's data.sources for the measured clips (default: equal, "
-                              "as measured before configs/synthetic_stage2.py weighted its sources 3:1; empty: the "
-                              "config's own).")
+_WEIGHTS = flags.DEFINE_list("source_weights", None,
+                              "Mixture weights of the config's data.sources for the measured clips (default: equal "
+                              "for every source, as measured before configs/synthetic_stage2.py weighted its sources "
+                              "3:1; empty: the config's own).")
 _OUT = flags.DEFINE_string("out", "", "Folder for condition_use.json / .md.")
 
 
@@ -50,7 +50,8 @@ def main(argv) -> None:
     bundle = load_bundle(_CHECKPOINT.value)
   except BundleError as e:
     sys.exit(f"error: {e}")
-  data = measured_data(_CONFIG.value.data, [float(w) for w in _WEIGHTS.value])
+  weights = None if _WEIGHTS.value is None else [float(w) for w in _WEIGHTS.value]
+  data = measured_data(_CONFIG.value.data, weights)
   data.batch_size = _CLIPS.value
   batch = next(iter(pipeline.make_dataset(data, split=_SPLIT.value)))
   conditions = ConditionLosses(bundle.models(), bundle.config.diffusion, frame_stride=data.frame_stride,

@@ -141,6 +141,10 @@ def test_measured_clips_do_not_follow_the_training_weights():
     source["weight"] = 1.0
   clips = lambda data: next(iter(pipeline.make_dataset(data, split="test")))["expression"]
   np.testing.assert_array_equal(clips(equal), clips(by_hand))
+  np.testing.assert_array_equal(clips(condition_use.measured_data(config.data)), clips(by_hand))  # default: equal
+  single = copy.deepcopy(config.data)
+  single.sources = single.sources[:1]
+  assert [s["weight"] for s in condition_use.measured_data(single).sources] == [1.0]
   assert not np.array_equal(clips(equal), clips(config.data))
   np.testing.assert_array_equal(clips(condition_use.measured_data(config.data, [])), clips(config.data))
   with pytest.raises(ValueError, match="1 source weights for 2 data.sources"):

@@ -27,7 +27,7 @@ the emotion at full intensity, beside the same for an open jaw and the latents' 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,11 +124,14 @@ class ConditionLosses:
                    for t in timesteps} for name, (dropped, edit) in VARIANTS.items()}
 
 
-def measured_data(data: ml_collections.ConfigDict, weights: Sequence[float]) -> ml_collections.ConfigDict:
+def measured_data(data: ml_collections.ConfigDict,
+                  weights: Optional[Sequence[float]] = None) -> ml_collections.ConfigDict:
   """A copy of a data config whose `sources` are mixed by `weights` (one per source) instead of the training
   run's, so that the measured clips, and the numbers, do not change when a training config reweights its
-  sources. Empty `weights`: the config's own."""
+  sources. None: equal weights, however many sources; empty: the config's own."""
   data = copy.deepcopy(data)
+  if weights is None:
+    weights = [1.0] * len(data.sources)
   if weights:
     if len(weights) != len(data.sources):
       raise ValueError(f"{len(weights)} source weights for {len(data.sources)} data.sources "
