@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU checks in one call, for a machine with an NVIDIA GPU and the CUDA JAX + PyTorch already installed:
-# versions, cuDNN attention against XLA, then the stage-2 train step and the 2D UNet step against diffusers on
-# the same GPU. Each part runs under its own time limit, so one that fails or runs long leaves the rest.
+# GPU checks for a machine with an NVIDIA GPU and the CUDA JAX + PyTorch already installed: versions, then the
+# named parts, each in its own process under its own time limit (one that fails or runs long leaves the rest).
+# On an H200 one row of `train_step --config sd15` takes about 150 s (models built 43 s, PyTorch step 18 s, our
+# compile 81 s), so each part is one row; the default parts add up to 520 s, one 10-minute device call.
 # Logs go to $OUT (default /tmp/gpu_checks).
 #
-#   bash benchmarks/gpu_checks.sh
+#   bash benchmarks/gpu_checks.sh [PART ...]   # parts: sd15 sd15_remat sd15_xla small unet_small attention
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
@@ -15,15 +16,24 @@ part() {  # part NAME SECONDS COMMAND...: runs COMMAND with a time limit, log in
   echo "== $name (limit ${limit}s) $(date +%T)"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   echo "== $name: exit $? $(date +%T)"
-  grep -E '^\|' "$OUT/$name.log" || tail -5 "$OUT/$name.log"
+  grep -E '^\||^row|in [0-9]+ s$|peak' "$OUT/$name.log" || tail -5 "$OUT/$name.log"
+}
+STEP="$PY -m benchmarks.train_step --frames 16 --dtype bfloat16"
+run_part() {
+  case $1 in
+    sd15) part sd15 200 $STEP --config sd15 --attention cudnn --remat none ;;
+    sd15_remat) part sd15_remat 200 $STEP --config sd15 --attention cudnn --remat nothing_saveable ;;
+    sd15_xla) part sd15_xla 200 $STEP --config sd15 --attention xla --remat none ;;
+    small) part small 120 $STEP --config small --attention xla cudnn --remat none ;;
+    unet_small) part unet_small 120 $PY -m benchmarks.unet_step --config small --batch 16 --dtype bfloat16 \
+      --attention xla cudnn ;;
+    attention) part attention 90 $PY -m pytest -q -p no:cacheprovider tests/test_attention.py ;;
+    *) echo "unknown part $1"; exit 2 ;;
+  esac
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import jax, flax, optax, torch, diffusers; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__,
 'optax', optax.__version__, 'torch', torch.__version__, 'diffusers', diffusers.__version__)"
-part attention 90 $PY -m pytest -q -p no:cacheprovider tests/test_attention.py
-part train_step_small 200 $PY -m benchmarks.train_step --config small --frames 16 --dtype float32 bfloat16 \
-  --attention xla cudnn --remat none nothing_saveable
-part train_step_sd15 230 $PY -m benchmarks.train_step --config sd15 --frames 16 --dtype bfloat16 --attention cudnn \
-  --remat none nothing_saveable
-part unet_step_small 120 $PY -m benchmarks.unet_step --config small --batch 16 --dtype float32 bfloat16 \
-  --attention xla cudnn
+for name in "${@:-sd15_remat sd15_xla unet_small}"; do
+  for p in $name; do run_part "$p"; done
+done

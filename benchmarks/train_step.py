@@ -4,7 +4,7 @@ the same step in PyTorch (diffusers `UNetMotionModel`, eager), same config and w
 
 The step, as stage 2 trains it: forward + backward through the SD-1.5-layout UNet with AnimateDiff motion
 modules on `[B, T, h, w, 4]` latents, gradients for the motion modules only (the 2D layers frozen), clip,
-AdamW. Per row: step time, steps/s, frames/s, FLOPs per step (XLA cost analysis of our compiled step),
+AdamW. Per row: step time, steps/s, frames/s, matmul FLOPs per step (counted on our step's jaxpr),
 MFU (those FLOPs / our step time / the matmul peak in the compute dtype measured in this run), XLA's
 peak memory estimate (arguments + outputs + temporaries), with and without per-block rematerialisation;
 `--dtype bfloat16` computes in bfloat16 on both sides (params and optimizer state float32; PyTorch:
@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import os
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ from configs import common
 from emodiff_jax.convert.backbone import build_backbone
 from emodiff_jax.models.backbone import Backbone
 from emodiff_jax.train import optimizer, state as state_lib, step as step_lib
-from emodiff_jax.train.flops import compiled_flops, matmul_peak_flops, time_call
+from emodiff_jax.train.flops import matmul_peak_flops, step_flops, time_call
 from emodiff_jax.train.partition import is_stage2_layer
 
 CONFIGS = {
@@ -75,12 +76,14 @@ def _models(name: str, tmp: str):
 
 
 def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype: str, x, t, ctx, noise,
-          peak: float):
-  """Our step from `build_backbone`'s `(backbone, params)`: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss)."""
+          peak: float, count_only: bool = False):
+  """Our step from `build_backbone`'s `(backbone, params)`: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss).
+
+  FLOPs are counted on the step traced with XLA attention whatever `attention` runs (`flops.step_flops`),
+  so every backend and kernel is measured against the same count. `count_only`: FLOPs alone, nothing compiled
+  (seconds, MFU, peak bytes and loss NaN).
+  """
   backbone, params = built
-  cfg = backbone.config  # same params; blocks rematerialised in the backward pass, attention kernel, dtype
-  unet_cfg = dataclasses.replace(cfg.unet, remat_policy=remat, attention_impl=None if attention == "xla" else attention)
-  backbone = Backbone(dataclasses.replace(cfg, unet=unet_cfg), DTYPES[dtype])
   params = {"backbone": params}
   labels = jax.tree_util.tree_map_with_path(
       lambda p, _: "train" if is_stage2_layer(tuple(str(getattr(k, "key", k)) for k in p)) else "frozen", params)
@@ -88,16 +91,27 @@ def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype
   optim.warmup_steps = 0
   tx, schedule = optimizer.make_optimizer(optim, labels, 1000)
 
-  def objective(p, batch, rng):
-    del rng
-    pred = backbone.apply({"params": p["backbone"]}, batch["x"], batch["t"], batch["ctx"])
-    return jnp.mean((pred.astype(jnp.float32) - batch["noise"]) ** 2), {}
+  def jitted_step(impl: str | None):
+    """The jitted train step with blocks rematerialised by `remat` and attention kernel `impl`."""
+    cfg = backbone.config
+    net = Backbone(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, remat_policy=remat,
+                                                                      attention_impl=impl)), DTYPES[dtype])
 
-  step = jax.jit(step_lib.make_train_step(objective, tx, labels, learning_rate=schedule),
-                 donate_argnums=(0,))
+    def objective(p, batch, rng):
+      del rng
+      pred = net.apply({"params": p["backbone"]}, batch["x"], batch["t"], batch["ctx"])
+      return jnp.mean((pred.astype(jnp.float32) - batch["noise"]) ** 2), {}
+
+    return jax.jit(step_lib.make_train_step(objective, tx, labels, learning_rate=schedule), donate_argnums=(0,))
+
   state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.0)
   batch = {"x": x, "t": t, "ctx": ctx, "noise": noise}
-  compiled = step.lower(state, batch).compile()
+  flops = step_flops(jitted_step(None), state, batch)
+  if count_only:
+    return float("nan"), flops, float("nan"), float("nan"), float("nan")
+  start = time.perf_counter()
+  compiled = jitted_step(None if attention == "xla" else attention).lower(state, batch).compile()
+  print(f"compiled in {time.perf_counter() - start:.0f} s", flush=True)
   mem = compiled.memory_analysis()
   peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) if mem else 0
   holder, losses = [state], []
@@ -108,7 +122,6 @@ def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype
     return m["loss"]
 
   seconds = time_call(run, warmup=1, repeats=3)
-  flops = compiled_flops(compiled)
   return seconds, flops, flops / seconds / peak, peak_bytes, float(losses[0])
 
 
@@ -159,6 +172,8 @@ def main() -> None:
   parser.add_argument("--attention", nargs="+", default=["xla"], help="UNetConfig.attention_impl values")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+  parser.add_argument("--count-only", action="store_true",
+                      help="count each row's FLOPs, time nothing (a config too big for this machine)")
   args = parser.parse_args()
 
   import torch
@@ -166,12 +181,15 @@ def main() -> None:
   torch.set_num_threads(os.cpu_count() or 1)
   device = torch_device()
   peaks = {d: matmul_peak_flops(dtype=DTYPES[d]) for d in args.dtype}
+  print("measured matmul peak " + ", ".join(f"{k} {v / 1e12:.3g} TFLOP/s" for k, v in peaks.items()), flush=True)
   rows = []
   mib = lambda b: "-" if b is None else b / 2**20
   for name in args.config:
     with tempfile.TemporaryDirectory() as tmp:
+      start = time.perf_counter()
       ref, unet_dir, adapter_dir = _models(name, tmp)
       backbone, params = build_backbone(unet_dir, adapter_dir)
+      print(f"{name}: models built in {time.perf_counter() - start:.0f} s", flush=True)
       built = (backbone, jax.device_get(params))  # host copy: each step donates the device state built from it
       s, d = CONFIGS[name]["latent"], CONFIGS[name]["unet"]["cross_attention_dim"]
       for frames, dtype in ((f, dt) for f in args.frames for dt in args.dtype):
@@ -180,11 +198,13 @@ def main() -> None:
         noise = rng.standard_normal(x.shape, np.float32)
         t = rng.integers(0, 1000, (args.batch,)).astype(np.int32)
         ctx = rng.standard_normal((args.batch, 8, d), np.float32)
-        torch_s, torch_loss, torch_mem = (None, None, None) if args.no_torch else _torch_step(
+        start = time.perf_counter()
+        torch_s, torch_loss, torch_mem = (None, None, None) if args.no_torch or args.count_only else _torch_step(
             ref, device, dtype, x, t, ctx, noise)
+        print(f"PyTorch step timed in {time.perf_counter() - start:.0f} s", flush=True)
         for attention, remat in ((a, r) for a in args.attention for r in args.remat):
           sec, flops, mfu, mem, loss = _ours(built, None if remat == "none" else remat, attention,
-                                             dtype, x, t, ctx, noise, peaks[dtype])
+                                             dtype, x, t, ctx, noise, peaks[dtype], args.count_only)
           rows.append((name, frames, dtype, attention, remat, sec * 1e3, args.batch * frames / sec, flops / 1e9,
                        f"{100 * mfu:.1f}%", mem / 2**20, mib(torch_mem),
                        "-" if torch_s is None else torch_s * 1e3,

@@ -6,8 +6,8 @@
 - Preemption: SIGTERM finishes the current step, saves a checkpoint and returns cleanly.
 - Non-finite steps are skipped by the step itself; after `train.max_bad_steps` in a row the run stops
   with `NonFiniteError`, saving nothing more, so the last checkpoint is the last good state.
-- Logs (process 0): loss, grad norm, learning rate, steps/s, examples/s, MFU (XLA's FLOPs of the
-  compiled per-device step over this machine's measured matmul peak) and skipped steps to TensorBoard
+- Logs (process 0): loss, grad norm, learning rate, steps/s, examples/s, MFU (the step's matmul
+  FLOPs over the devices' measured matmul peak, `flops.py`) and skipped steps to TensorBoard
   (`<workdir>/tb`) and the console; a preview PNG every `train.preview_every` steps
   (`<workdir>/previews/step_<n>.png`, also in TensorBoard).
 """
@@ -112,7 +112,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
     batch = global_batch({k: host_batch[k] for k in keys}, mesh)
     if compiled is None:
       compiled = step_fn.lower(state, batch).compile()
-      step_flops, peak = flops.compiled_flops(compiled), flops.matmul_peak_flops()
+      step_flops, peak = flops.step_flops(step_fn, state, batch), flops.matmul_peak_flops() * jax.device_count()
       loop.restart_clock()
     state, metrics = compiled(state, batch)
     loop.record(metrics)
