@@ -32,7 +32,7 @@ def sd15_model() -> ml_collections.ConfigDict:
                   use_mid_block=True)
   m.wav2vec2 = dict()  # wav2vec2-base defaults.
   m.audio_proj = dict(window=2, num_tokens=32, context_dim=768, hidden_dim=512)
-  m.expression = dict(dim=EXPRESSION_DIM, tokens=4, injection="cross_attn")
+  m.expression = dict(dim=EXPRESSION_DIM, tokens=4, injection="cross_attn", time_embedding=False)
   m.reference_attention = True
   return m
 
@@ -53,7 +53,7 @@ def tiny_model() -> ml_collections.ConfigDict:
                     conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(5, 4, 16),
                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
   m.audio_proj = dict(window=2, num_tokens=4, context_dim=32, hidden_dim=64)
-  m.expression = dict(dim=EXPRESSION_DIM, tokens=2, injection="cross_attn")
+  m.expression = dict(dim=EXPRESSION_DIM, tokens=2, injection="cross_attn", time_embedding=False)
   m.reference_attention = True
   return m
 

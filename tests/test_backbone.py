@@ -19,6 +19,7 @@ from emodiff_jax.models.backbone import Backbone, BackboneConfig, ExpressionProj
 from emodiff_jax.models.motion_module import MotionConfig
 from emodiff_jax.models.reference_net import ReferenceNet
 from emodiff_jax.models.unet_config import UNetConfig
+from emodiff_jax.train.partition import is_stage2_layer
 from tests.parity import randomize_, rel_err
 
 UNET = dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, attention_head_dim=4,
@@ -194,6 +195,31 @@ def test_expression_injection_modes(full_backbone, injection):
   if injection == "add_to_audio":
     with pytest.raises(ValueError, match="needs audio_tokens"):
       backbone.apply({"params": trained}, x, t, ctx, expression=expr)
+
+
+def test_expression_time_embedding(full_backbone):
+  """The expression also added to the time embedding: no effect at init (zero output layer), then it changes
+  every frame's output, and it is a stage-2 layer that a stage-1 checkpoint without it still loads beside."""
+  backbone, params, _, _, _ = full_backbone
+  c = backbone.config
+  timed = Backbone(dataclasses.replace(c, expression_time_embedding=True))
+  x, t, ctx = _inputs()
+  audio, expr = _conditions()
+  filled = init_backbone(timed, jax.random.PRNGKey(4), params=params)  # only the new projection is drawn
+  assert set(filled) == set(params) | {"expression_proj_time"}
+  chex.assert_shape(filled["expression_proj_time"]["out"]["kernel"], (c.expression_hidden_dim,
+                                                                      4 * c.unet.block_out_channels[0]))
+  run = jax.jit(lambda p, e: timed.apply({"params": p}, x, t, ctx, audio_tokens=audio, expression=e))
+  base = backbone.apply({"params": params}, x, t, ctx, audio_tokens=audio, expression=expr)
+  assert rel_err(run(filled, expr), base) <= 1e-5 and rel_err(run(filled, -expr), run(filled, expr)) == 0.0
+  out = filled["expression_proj_time"]["out"]
+  trained = {**filled, "expression_proj_time": {**filled["expression_proj_time"],
+                                                "out": {**out, "kernel": 0.1 * jnp.ones_like(out["kernel"])}}}
+  got, flipped = np.asarray(run(trained, expr)), np.asarray(run(trained, -expr))
+  assert all(rel_err(flipped[:, i], got[:, i]) > 1e-3 for i in range(T))
+  assert is_stage2_layer(("backbone", "expression_proj_time", "out", "kernel"))
+  with pytest.raises(ValueError, match="expression_time_embedding"):
+    BackboneConfig(unet=c.unet, expression_injection="none", expression_time_embedding=True)
 
 
 def test_invalid_expression_injection_is_rejected():

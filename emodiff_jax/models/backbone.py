@@ -3,7 +3,7 @@ AnimateDiff motion modules, reference attention on ReferenceNet features, audio 
 per-frame wav2vec2 tokens and the expression condition from per-frame FLAME vectors.
 
 Param layout: `{'unet': <UNet params: SD-1.5 keys + motion_modules_j, attn_audio, attn_expr>,
-'expression_proj': {'hidden', 'out'}}`.
+'expression_proj': {'hidden', 'out'}}`, plus `'expression_proj_time'` with `expression_time_embedding`.
 
 Expression injection (`BackboneConfig.expression_injection`, for ablations):
 - `'cross_attn'` (default): the vector is projected to `expression_tokens` tokens attended by
@@ -12,6 +12,10 @@ Expression injection (`BackboneConfig.expression_injection`, for ablations):
 - `'add_to_audio'`: projected to one token of the audio width and added to every audio token of the
   frame (its output layer is zero-initialised, so adding it leaves a trained audio path unchanged);
 - `'none'`: expressions are ignored.
+
+`expression_time_embedding` (with `'cross_attn'` or `'add_to_audio'`) also adds a per-frame projection of
+the vector to the time embedding, the global pathway every ResNet block reads (like diffusers' class
+embedding), beside the attention that reads it per position; its output layer is zero-initialised.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class BackboneConfig:
   expression_tokens: int = 4
   expression_hidden_dim: int = 256
   expression_injection: str = "cross_attn"
+  expression_time_embedding: bool = False
 
   def __post_init__(self):
     if self.expression_injection not in INJECTIONS:
@@ -47,6 +52,8 @@ class BackboneConfig:
       raise ValueError("expression_injection='cross_attn' needs unet.expression_context_dim")
     if self.expression_injection == "add_to_audio" and self.unet.audio_context_dim is None:
       raise ValueError("expression_injection='add_to_audio' needs unet.audio_context_dim")
+    if self.expression_time_embedding and self.expression_injection == "none":
+      raise ValueError("expression_time_embedding needs an expression_injection other than 'none'")
 
 
 class ExpressionProjection(nn.Module):
@@ -94,7 +101,7 @@ class Backbone(nn.Module):
     b, t = latents.shape[:2]
     frames = lambda a: None if a is None else a.reshape((b * t,) + a.shape[2:])
     audio = frames(audio_tokens)
-    expr_tokens = None
+    expr_tokens = time_emb = None
     if expression is not None and c.expression_injection != "none":
       if expression.shape[-1] != c.expression_dim:
         raise ValueError(f"expression vectors have {expression.shape[-1]} dims, config says {c.expression_dim}")
@@ -108,10 +115,14 @@ class Backbone(nn.Module):
         audio = audio + frames(ExpressionProjection(1, c.unet.audio_context_dim, c.expression_hidden_dim,
                                                     zero_init_out=True, dtype=self.dtype,
                                                     name="expression_proj")(expression))
+      if c.expression_time_embedding:
+        time_emb = frames(ExpressionProjection(1, 4 * c.unet.block_out_channels[0], c.expression_hidden_dim,
+                                               zero_init_out=True, dtype=self.dtype,
+                                               name="expression_proj_time")(expression))[:, 0]
     out = UNet(c.unet, self.dtype, name="unet")(
         latents.reshape((b * t,) + latents.shape[2:]),
         jnp.repeat(jnp.broadcast_to(jnp.asarray(timesteps), (b,)), t),
         jnp.repeat(encoder_hidden_states, t, axis=0),
         num_frames=t, reference=reference if c.unet.reference_attention else None, audio_context=audio,
-        expression_context=expr_tokens)
+        expression_context=expr_tokens, added_time_embedding=time_emb)
     return out.reshape((b, t) + out.shape[1:])

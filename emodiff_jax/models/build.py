@@ -59,6 +59,7 @@ def build_models(model: ml_collections.ConfigDict, dtype: Any = jnp.float32) -> 
       expression_dim=model.expression.dim,
       expression_tokens=model.expression.tokens,
       expression_injection=model.expression.injection,
+      expression_time_embedding=model.expression.get("time_embedding", False),  # absent in older bundles
   )
   return Models(
       vae=AutoencoderKL(VAEConfig(**_tuples(model.vae)), dtype),

@@ -41,8 +41,8 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, sample: Array, timesteps: Union[Array, int, float], encoder_hidden_states: Array, *,
                num_frames: int = 1, reference: Optional[Features] = None, audio_context: Optional[Array] = None,
-               expression_context: Optional[Array] = None, return_reference_features: bool = False
-               ) -> Union[Array, tuple[Array, Features]]:
+               expression_context: Optional[Array] = None, added_time_embedding: Optional[Array] = None,
+               return_reference_features: bool = False) -> Union[Array, tuple[Array, Features]]:
     """Predicts the noise (or v) for `sample`.
 
     Args:
@@ -53,6 +53,8 @@ class UNet(nn.Module):
       reference: ReferenceNet features `{'down_blocks_0': {'attentions_0': {'transformer_blocks_0': [B, L, C]}}}`.
       audio_context: `[N, La, audio_context_dim]` audio tokens per frame.
       expression_context: `[N, Le, expression_context_dim]` expression tokens per frame.
+      added_time_embedding: `[N, 4 * block_out_channels[0]]` added to the time embedding that every ResNet
+        block reads (the slot of diffusers' class embedding).
       return_reference_features: also return the normed inputs of every `attn1` (same nesting).
 
     Returns:
@@ -64,6 +66,8 @@ class UNet(nn.Module):
     temb = timestep_embedding(timesteps, c.block_out_channels[0], flip_sin_to_cos=c.flip_sin_to_cos,
                               freq_shift=c.freq_shift).astype(self.dtype)
     temb = TimestepEmbedding(4 * c.block_out_channels[0], self.dtype, name="time_embedding")(temb)
+    if added_time_embedding is not None:
+      temb = temb + added_time_embedding.astype(self.dtype)
     cond = dict(audio_context=audio_context, expression_context=expression_context)
     sub = lambda name: None if reference is None else reference.get(name, {})  # {}: the block's error names it
     remat = lambda cls: cls if c.remat_policy is None else nn.remat(cls, policy=c.checkpoint_policy)

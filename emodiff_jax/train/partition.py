@@ -5,8 +5,8 @@ Param tree: `{'vae', 'reference_net', 'backbone', 'wav2vec2', 'audio_proj'}` (`m
 - Stage 1 (images): ReferenceNet and the backbone's 2D layers (the SD-1.5 UNet part). Motion modules,
   audio and expression layers stay as initialised (zero-output, so they do not affect a T=1 pass).
 - Stage 2 (clips): the backbone's temporal (motion modules), audio (`attn_audio`, `norm_audio` and the
-  audio projection) and expression (`attn_expr`, `norm_expr`, `expression_proj`) layers; everything of
-  stage 1 is frozen.
+  audio projection) and expression (`attn_expr`, `norm_expr`, `expression_proj`, `expression_proj_time`)
+  layers; everything of stage 1 is frozen.
 - The VAE and wav2vec2 are frozen in both.
 """
 
