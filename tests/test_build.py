@@ -35,6 +35,20 @@ def test_expression_injection_override_changes_the_backbone():
   assert "expression projection" not in off
 
 
+def test_unet_channels_follow_the_vae_latents():
+  config = tiny.get_config()
+  config.model.vae.latent_channels = 16
+  models = build_models(config.model)
+  params = abstract_params(models, config.model, 2)
+  assert models.backbone.config.unet.in_channels == models.backbone.config.unet.out_channels == 16
+  assert models.reference_net.config.in_channels == 16
+  assert params["backbone"]["unet"]["conv_in"]["kernel"].shape[-2] == 16
+  assert params["backbone"]["unet"]["conv_out"]["kernel"].shape[-1] == 16
+  config.model.unet.in_channels = 4  # an explicit width that disagrees with the VAE
+  with pytest.raises(ValueError, match="in_channels=4 but model.vae.latent_channels=16"):
+    build_models(config.model)
+
+
 def test_inspect_cli_prints_table_with_overrides():
   out = subprocess.run([sys.executable, "-m", "launch.inspect", "--config=configs/tiny.py",
                         "--config.model.expression.injection=add_to_audio"],

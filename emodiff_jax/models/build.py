@@ -46,7 +46,12 @@ def build_models(model: ml_collections.ConfigDict, dtype: Any = jnp.float32) -> 
   `dtype` is the compute dtype of the VAE, ReferenceNet and backbone (e.g. bfloat16 for mixed
   precision); params are float32 whatever it is. wav2vec2 and the audio projection compute in float32.
   """
-  unet2d = UNetConfig(**_tuples(model.unet))
+  unet_fields = _tuples(model.unet)
+  for k in ("in_channels", "out_channels"):  # the UNets denoise the VAE's latents: their widths follow it
+    if unet_fields.setdefault(k, model.vae.latent_channels) != model.vae.latent_channels:
+      raise ValueError(f"model.unet.{k}={unet_fields[k]} but model.vae.latent_channels="
+                       f"{model.vae.latent_channels}: the UNets denoise the VAE's latents")
+  unet2d = UNetConfig(**unet_fields)
   backbone_unet = dataclasses.replace(
       unet2d,
       motion=None if model.motion is None else MotionConfig(**_tuples(model.motion)),  # None: no temporal layers
