@@ -33,6 +33,9 @@ def synthetic_training(stage: int, num_frames: int, batch_size: int) -> ml_colle
   # The reference is the identity's neutral face, as at inference: a frame of an emotional clip would let
   # the backbone copy the emotion from it and ignore the expression condition (input/examples.py).
   config.data.reference = "neutral"
+  # The expression also enters the time embedding every ResNet block reads (a stage-2 layer, zero at init):
+  # the shipped checkpoint's emotion rows improved a little with it (README, shipped checkpoint).
+  config.model.expression.time_embedding = True
   config.diffusion = common.diffusion()
   # v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024): an epsilon model barely predicts the
   # clean clip at high noise, where sampling commits to layout and expression (README, shipped checkpoint).
