@@ -218,8 +218,9 @@ def test_expression_time_embedding(full_backbone):
   got, flipped = np.asarray(run(trained, expr)), np.asarray(run(trained, -expr))
   assert all(rel_err(flipped[:, i], got[:, i]) > 1e-3 for i in range(T))
   assert is_stage2_layer(("backbone", "expression_proj_time", "out", "kernel"))
-  with pytest.raises(ValueError, match="expression_time_embedding"):
-    BackboneConfig(unet=c.unet, expression_injection="none", expression_time_embedding=True)
+  # Injection 'none' ignores the expression on this pathway too (the no-expression ablation sets one field).
+  off = Backbone(dataclasses.replace(c, expression_injection="none", expression_time_embedding=True))
+  assert "expression_proj_time" not in init_backbone(off, jax.random.PRNGKey(5), params=params)
 
 
 def test_invalid_expression_injection_is_rejected():

@@ -11,7 +11,8 @@ Expression injection (`BackboneConfig.expression_injection`, for ablations):
   2D UNet's behaviour);
 - `'add_to_audio'`: projected to one token of the audio width and added to every audio token of the
   frame (its output layer is zero-initialised, so adding it leaves a trained audio path unchanged);
-- `'none'`: expressions are ignored.
+- `'none'`: expressions are ignored, by the time embedding too (the no-expression ablation sets one
+  field).
 
 `expression_time_embedding` (with `'cross_attn'` or `'add_to_audio'`) also adds a per-frame projection of
 the vector to the time embedding, the global pathway every ResNet block reads (like diffusers' class
@@ -52,8 +53,6 @@ class BackboneConfig:
       raise ValueError("expression_injection='cross_attn' needs unet.expression_context_dim")
     if self.expression_injection == "add_to_audio" and self.unet.audio_context_dim is None:
       raise ValueError("expression_injection='add_to_audio' needs unet.audio_context_dim")
-    if self.expression_time_embedding and self.expression_injection == "none":
-      raise ValueError("expression_time_embedding needs an expression_injection other than 'none'")
 
 
 class ExpressionProjection(nn.Module):
