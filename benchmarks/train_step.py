@@ -33,7 +33,7 @@ from configs import common
 from emodiff_jax.convert.backbone import build_backbone
 from emodiff_jax.models.backbone import Backbone
 from emodiff_jax.train import optimizer, state as state_lib, step as step_lib
-from emodiff_jax.train.flops import matmul_peak_flops, step_flops, time_call
+from emodiff_jax.train.flops import jaxpr_flops, matmul_peak_flops, time_call
 from emodiff_jax.train.partition import is_stage2_layer
 
 CONFIGS = {
@@ -79,7 +79,7 @@ def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype
           peak: float, count_only: bool = False):
   """Our step from `build_backbone`'s `(backbone, params)`: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss).
 
-  FLOPs are counted on the step traced with XLA attention whatever `attention` runs (`flops.step_flops`),
+  FLOPs are counted on the step traced with XLA attention whatever `attention` runs (`flops.jaxpr_flops`),
   so every backend and kernel is measured against the same count. `count_only`: FLOPs alone, nothing compiled
   (seconds, MFU, peak bytes and loss NaN).
   """
@@ -106,11 +106,13 @@ def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype
 
   state = state_lib.create_state(params, tx, labels, jax.random.PRNGKey(0), 0.0)
   batch = {"x": x, "t": t, "ctx": ctx, "noise": noise}
-  flops = step_flops(jitted_step(None), state, batch)
+  counted = jitted_step(None).trace(state, batch)
+  flops = jaxpr_flops(counted.jaxpr)
   if count_only:
     return float("nan"), flops, float("nan"), float("nan"), float("nan")
   start = time.perf_counter()
-  compiled = jitted_step(None if attention == "xla" else attention).lower(state, batch).compile()
+  timed = counted if attention == "xla" else jitted_step(attention).trace(state, batch)
+  compiled = timed.lower().compile()
   print(f"compiled in {time.perf_counter() - start:.0f} s", flush=True)
   mem = compiled.memory_analysis()
   peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) if mem else 0

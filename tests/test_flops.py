@@ -39,3 +39,9 @@ def test_grad_remat_scan_and_cond():
 @pytest.mark.parametrize("fn", [jnp.tanh, lambda x: x * 2 + 1])
 def test_elementwise_counts_nothing(fn):
   assert flops.step_flops(fn, jnp.ones((128, 128))) == 0
+
+
+def test_a_traced_step_counts_the_same_as_its_function():
+  w, x = jnp.ones((64, 64)), jnp.ones((4, 64))
+  step = jax.jit(jax.grad(lambda w, x: jnp.sum(jnp.tanh(x @ w))))
+  assert flops.jaxpr_flops(step.trace(w, x).jaxpr) == flops.step_flops(step, w, x) == 2 * (2 * 4 * 64 * 64)

@@ -51,10 +51,14 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float:
   XLA's cost analysis is not: a compiled GPU step hides its cuBLAS and cuDNN calls (72 of 96 GFLOP counted
   on an H200 at the `small` stage-2 step) and a lowered one reports nothing there.
   """
-  return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+  return jaxpr_flops(jax.make_jaxpr(fn)(*args))
 
 
-def _jaxpr_flops(jaxpr: Any) -> float:
+def jaxpr_flops(jaxpr: Any) -> float:
+  """`step_flops` of an already traced program (a `ClosedJaxpr`, e.g. `jax.jit(f).trace(...).jaxpr`, or a
+  `Jaxpr`), so a step that is traced to be compiled need not be traced again to be counted."""
+  if isinstance(jaxpr, jax.extend.core.ClosedJaxpr):
+    jaxpr = jaxpr.jaxpr
   total = 0.0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -67,7 +71,7 @@ def _jaxpr_flops(jaxpr: Any) -> float:
       rhs_shape = eqn.invars[1].aval.shape
       out_features = rhs_shape[eqn.params["dimension_numbers"].rhs_spec[0]]
       total += 2.0 * out_size * math.prod(rhs_shape) / out_features
-    inner = [_jaxpr_flops(j) for j in _sub_jaxprs(eqn.params)]
+    inner = [jaxpr_flops(j) for j in _sub_jaxprs(eqn.params)]
     if name == "cond":
       total += max(inner, default=0.0)
     else:
@@ -76,12 +80,10 @@ def _jaxpr_flops(jaxpr: Any) -> float:
 
 
 def _sub_jaxprs(params: dict) -> list:
-  """The jaxprs among an equation's params (`jaxpr`, `call_jaxpr`, `branches`, ...), opened."""
+  """The jaxprs among an equation's params (`jaxpr`, `call_jaxpr`, `branches`, ...)."""
   found = []
   for value in params.values():
     for v in value if isinstance(value, (tuple, list)) else (value,):
-      if isinstance(v, jax.extend.core.ClosedJaxpr):
-        found.append(v.jaxpr)
-      elif isinstance(v, jax.extend.core.Jaxpr):
+      if isinstance(v, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
         found.append(v)
   return found

@@ -111,8 +111,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
     host_batch = next(data_iter)
     batch = global_batch({k: host_batch[k] for k in keys}, mesh)
     if compiled is None:
-      compiled = step_fn.lower(state, batch).compile()
-      step_flops, peak = flops.step_flops(step_fn, state, batch), flops.matmul_peak_flops() * jax.device_count()
+      traced = step_fn.trace(state, batch)  # traced once: compiled and counted
+      compiled = traced.lower().compile()
+      step_flops, peak = flops.jaxpr_flops(traced.jaxpr), flops.matmul_peak_flops() * jax.device_count()
       loop.restart_clock()
     state, metrics = compiled(state, batch)
     loop.record(metrics)
