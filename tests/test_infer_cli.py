@@ -221,3 +221,21 @@ def test_jobs_are_sharded_over_devices_and_match_the_single_device_render(files,
   same, other = (np.abs(read_video(o)[0].astype(int) - single) for o in outs)
   assert same.mean() < 0.5 and same.max() <= 8, (same.mean(), same.max())
   assert other.mean() > 2, other.mean()
+
+
+def test_emotion_guidance_renders_the_intensity_0_trajectory_beside_the_request(files, first_render):
+  """At intensity 0 the emotion edit is empty, so emotion guidance renders what the unguided sampler does (the
+  intensity-0 pass gets the job's own speech, blinks and pose); at 0.7 it changes the frames."""
+  def frames(name, intensity, *extra):
+    out = str(files["dir"] / f"{name}.mp4")
+    assert main([a for a in _args(files, out, *extra) if not a.startswith("--intensity")] +
+                [f"--intensity={intensity}"]) == 0
+    return read_video(out)[0].astype(np.float64)
+
+  guided_0 = frames("guided0", 0.0, "--cfg.guidance.emotion=3")
+  plain_0 = frames("plain0", 0.0)
+  guided_7 = frames("guided7", 0.7, "--cfg.guidance.emotion=3")
+  still = np.abs(guided_0 - plain_0).mean()
+  moved = np.abs(guided_7 - read_video(first_render)[0]).mean()
+  print(f"intensity 0: {still:.4f}, intensity 0.7: {moved:.4f}")
+  assert still < 0.05 and moved > 10 * max(still, 0.01)

@@ -16,20 +16,37 @@ from tests.inference_fixtures import write_micro_bundle
 
 
 def test_guidance_passes_and_weights():
-  assert Guidance().passes() == (((True, True, True), 1.0),)
+  assert Guidance().passes() == (((True, True, True, True), 1.0),)
+  assert not Guidance(expression=3.0).needs_neutral
   passes = Guidance(reference=2.0, audio=3.0, expression=1.5).passes()
-  assert [p for p, _ in passes] == [(False, False, False), (True, False, False), (True, True, False),
-                                    (True, True, True)]
+  assert [p for p, _ in passes] == [(False, False, False, False), (True, False, False, False),
+                                    (True, True, False, False), (True, True, True, True)]
   weights = [w for _, w in passes]
   np.testing.assert_allclose(weights, [-1.0, -1.0, 1.5, 1.5])
   assert sum(weights) == pytest.approx(1.0)
   assert [p for p, _ in Guidance(reference=1.0, audio=2.0, expression=2.0).passes()] == [
-      (True, False, False), (True, True, True)]
+      (True, False, False, False), (True, True, True, True)]
   # out = e0 + s_r (e1 - e0) + s_a (e2 - e1) + s_e (e3 - e2), written out.
   e = jax.random.normal(jax.random.key(0), (4, 3, 5))
   s_r, s_a, s_e = 2.0, 3.0, 1.5
   expected = e[0] + s_r * (e[1] - e[0]) + s_a * (e[2] - e[1]) + s_e * (e[3] - e[2])
   chex.assert_trees_all_close(combine(e, tuple(weights)), expected, atol=1e-5)
+
+
+def test_emotion_guidance_weights():
+  # Emotion alone: the intensity-0 pass e_n and the full one e_3, out = e_n + s_m (e_3 - e_n).
+  g = Guidance(emotion=4.0)
+  assert g.needs_neutral
+  assert g.passes() == (((True, True, True, False), -3.0), ((True, True, True, True), 4.0))
+  # With every scale: the form above plus (s_m - 1) (e_3 - e_n).
+  passes = Guidance(reference=2.0, audio=3.0, expression=1.5, emotion=2.5).passes()
+  assert [p for p, _ in passes] == [(False, False, False, False), (True, False, False, False),
+                                    (True, True, False, False), (True, True, True, False), (True, True, True, True)]
+  weights = tuple(w for _, w in passes)
+  assert sum(weights) == pytest.approx(1.0)
+  e = jax.random.normal(jax.random.key(1), (5, 3, 5))  # e0, e1, e2, e_n, e3
+  expected = e[0] + 2.0 * (e[1] - e[0]) + 3.0 * (e[2] - e[1]) + 1.5 * (e[4] - e[2]) + 1.5 * (e[4] - e[3])
+  chex.assert_trees_all_close(combine(e, weights), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("n,t,o", [(1, 8, 2), (8, 8, 2), (9, 8, 2), (50, 8, 2), (31, 4, 1), (17, 6, 0)])
@@ -143,3 +160,28 @@ def test_conditions_and_motion_frames_change_the_window(bundle, guided):
   # Each example's noise comes from its own key: swapping the examples swaps the outputs.
   swapped = _window(sampler, bundle, jax.tree.map(lambda v: v[::-1], x))
   chex.assert_trees_all_close(swapped[::-1], base, atol=1e-5)
+
+
+def test_emotion_guidance_follows_the_edit(bundle):
+  """Emotion guidance equals `f(e_n) + s (f(e) - f(e_n))` from direct backbone calls; with e_n = e it is the
+  unguided output, and without e_n it refuses to run."""
+  x = _inputs(bundle)
+  neutral = x["expression"] + np.random.default_rng(7).normal(0, 0.5, x["expression"].shape).astype(np.float32)
+  sampler = _sampler(bundle, emotion=3.0)
+  ref = sampler.reference(bundle.params, x["images"])
+  models = bundle.models()
+  ctx = jnp.zeros((2, 1, models.backbone.config.unet.cross_attention_dim))
+  x_t = jax.random.normal(jax.random.key(4), (2, 4) + ref["latent"].shape[1:])
+  t = jnp.full((2,), 500, jnp.int32)
+  apply = jax.jit(models.backbone.apply)
+  plain = sampler.conditions(bundle.params, ref, x["audio"], x["expression"], neutral)[-1]
+  f_full = apply({"params": bundle.params["backbone"]}, x_t, t, ctx, **plain)
+  f_neutral = apply({"params": bundle.params["backbone"]}, x_t, t, ctx, **{**plain, "expression": jnp.asarray(neutral)})
+  assert float(jnp.abs(f_full - f_neutral).max()) > 1e-4  # the expression layers read the difference
+  guided = sampler.denoiser(bundle.params, sampler.conditions(bundle.params, ref, x["audio"], x["expression"], neutral))
+  chex.assert_trees_all_close(guided(x_t, t), f_neutral + 3.0 * (f_full - f_neutral), atol=1e-4, rtol=1e-4)
+  same = sampler.denoiser(bundle.params, sampler.conditions(bundle.params, ref, x["audio"], x["expression"],
+                                                            x["expression"]))
+  chex.assert_trees_all_close(same(x_t, t), f_full, atol=1e-4, rtol=1e-4)
+  with pytest.raises(ValueError, match="intensity-0"):
+    sampler.conditions(bundle.params, ref, x["audio"], x["expression"])

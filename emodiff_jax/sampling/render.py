@@ -77,15 +77,27 @@ class Job:
 
 @dataclasses.dataclass
 class Prepared:
-  """A job with its inputs read: the face crop, speech `[S]` at 16 kHz, expressions `[N, D]`; `key` is its
-  `render_key` (segments on disk from another key are discarded)."""
+  """A job with its inputs read: the face crop, speech `[S]` at 16 kHz, expressions `[N, D]` and the same
+  trajectories at intensity 0 `[N, D]` (for emotion guidance); `key` is its `render_key` (segments on disk
+  from another key are discarded)."""
 
   job: Job
   portrait: Portrait
   audio: np.ndarray
   expression: np.ndarray
+  neutral_expression: np.ndarray
   plan: WindowPlan
   key: dict = dataclasses.field(default_factory=dict)
+
+
+def job_expressions(bundle: Bundle, emotion: Any, intensity: Union[float, str], audio: np.ndarray, num_frames: int,
+                    seed: int, allow_extrapolation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """The bundle's generator's expressions `[num_frames, D]` for the request, and the same trajectories (speech,
+  blinks, pose) at intensity 0 `[num_frames, D]`."""
+  def at(value):
+    return generated_expressions(bundle.config.gan, bundle.g_params, emotion, value, audio, num_frames, seed, FPS,
+                                 allow_extrapolation)
+  return at(intensity), at(0.0)
 
 
 def _intensity(job: Job) -> Union[float, str]:
@@ -111,11 +123,11 @@ def prepare(job: Job, bundle: Bundle, window: int, overlap: int) -> Prepared:
   num_frames = math.ceil(len(audio) / SAMPLES_PER_FRAME)
   try:
     emotion = parse_mix(job.mix) if job.mix else job.emotion
-    expression = generated_expressions(bundle.config.gan, bundle.g_params, emotion, _intensity(job), audio,
-                                       num_frames, job.seed, FPS, job.allow_extrapolation)
+    expression, neutral = job_expressions(bundle, emotion, _intensity(job), audio, num_frames, job.seed,
+                                          job.allow_extrapolation)
   except ValueError as e:
     raise InputError(f"{job.out}: {e}") from None
-  return Prepared(job, portrait, audio, expression, WindowPlan(num_frames, window, overlap))
+  return Prepared(job, portrait, audio, expression, neutral, WindowPlan(num_frames, window, overlap))
 
 
 def render_key(job: Job, sampling: Any, checkpoint_sha256: str) -> dict:
@@ -185,8 +197,11 @@ class Renderer:
       s = plan.start(w)
       audio = np.stack([window_audio(p.audio, s, t, self.sampler.audio_margin) for p in rows])
       expression = np.stack([window_expression(p.expression, s, t) for p in rows])
+      neutral = (self._shard(np.stack([window_expression(p.neutral_expression, s, t) for p in rows]))
+                 if self.sampler.guidance.needs_neutral else None)
       latents = self.sampler.window(self.params, reference, self._shard(audio), self._shard(expression),
-                                    self._shard(motion), jnp.asarray(w > 0), keys, jnp.asarray(w, jnp.int32))
+                                    self._shard(motion), jnp.asarray(w > 0), keys, jnp.asarray(w, jnp.int32),
+                                    neutral)
       lo = plan.emitted(w)[0]
       hi = max(p.plan.emitted(w)[1] for p in batch)  # jobs of a bucket may end at different frames
       frames = self.sampler.decode_frames(self.params, latents[:len(batch), lo - s:hi - s].reshape(

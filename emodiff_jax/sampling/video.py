@@ -99,7 +99,7 @@ def sampling_config() -> ml_collections.ConfigDict:
   s.timestep_spacing = ""  # '': 'trailing' with zero-terminal-SNR schedules, else 'leading' (SD-1.5)
   s.steps_offset = 1
   s.set_alpha_to_one = False  # SD-1.5's DDIM end point
-  s.guidance = dict(reference=1.0, audio=1.0, expression=1.0)  # 1: conditional pass only
+  s.guidance = dict(reference=1.0, audio=1.0, expression=1.0, emotion=1.0)  # 1: conditional pass only
   s.batch_passes = True  # guidance passes in one backbone call (False: one call per pass)
   s.window = 8  # frames per window (the stage-2 clip length)
   s.overlap = 2  # motion frames shared with the previous window
@@ -148,16 +148,25 @@ class VideoSampler:
     return {"latent": latent, "real": jax.tree.map(lambda f: f[:b], both),
             "null": jax.tree.map(lambda f: f[b:], both)}
 
-  def conditions(self, params: Any, reference: dict[str, Any], audio: Array, expression: Array
-                 ) -> list[dict[str, Any]]:
-    """Backbone keyword arguments per guidance pass, for window audio `[B, S]` and expressions `[B, T, D]`."""
+  def conditions(self, params: Any, reference: dict[str, Any], audio: Array, expression: Array,
+                 neutral_expression: Array | None = None) -> list[dict[str, Any]]:
+    """Backbone keyword arguments per guidance pass, for window audio `[B, S]`, expressions `[B, T, D]` and,
+    for emotion guidance, the same trajectories at intensity 0 `[B, T, D]`."""
     b, t = expression.shape[:2]
+    if self.guidance.needs_neutral and neutral_expression is None:
+      raise ValueError("video.py: emotion guidance (guidance.emotion != 1) needs the intensity-0 expressions")
     tokens = {flag: self.objective.audio_tokens(params, audio, t, jnp.full((b,), not flag))
               for flag in {p[0][1] for p in self.guidance.passes()}}
     expression = expression.astype(jnp.float32)
+
+    def expression_of(uses_expression: bool, uses_emotion: bool) -> Array:
+      if not uses_expression:
+        return jnp.zeros_like(expression)
+      return expression if uses_emotion else neutral_expression.astype(jnp.float32)
+
     return [dict(reference=reference["real" if r else "null"], audio_tokens=tokens[a],
-                 expression=expression if e else jnp.zeros_like(expression))
-            for (r, a, e), _ in self.guidance.passes()]
+                 expression=expression_of(e, m))
+            for (r, a, e, m), _ in self.guidance.passes()]
 
   def denoiser(self, params: Any, conds: list[dict[str, Any]]):
     """`denoise(x [B, T, h, w, 4], t [B]) -> guided model output`, the passes batched or one by one."""
@@ -178,10 +187,12 @@ class VideoSampler:
     return denoise
 
   def _window(self, params: Any, reference: dict[str, Any], audio: Array, expression: Array, motion: Array,
-              has_motion: Array, keys: Array, window_index: Array) -> Array:
+              has_motion: Array, keys: Array, window_index: Array, neutral_expression: Array | None = None
+              ) -> Array:
     """Latents `[B, T, h, w, 4]` of one window.
 
-    `motion [B, O, h, w, 4]`: the previous window's last O latents, used where `has_motion` (scalar bool).
+    `motion [B, O, h, w, 4]`: the previous window's last O latents, used where `has_motion` (scalar bool);
+    `neutral_expression [B, T, D]`: the expressions at intensity 0, for emotion guidance only.
     """
     b, t = expression.shape[:2]
     o = motion.shape[1]
@@ -190,7 +201,7 @@ class VideoSampler:
     keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 * window_index))(keys)
     x_T = jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
     motion_noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), motion.shape[1:]))(keys)
-    denoise = self.denoiser(params, self.conditions(params, reference, audio, expression))
+    denoise = self.denoiser(params, self.conditions(params, reference, audio, expression, neutral_expression))
     schedule = self.objective.schedule
 
     def with_motion(x: Array, ts: Array) -> Array:
