@@ -51,6 +51,9 @@ def baseline_results():
 def test_oracle_with_exact_probe_reaches_the_upper_bound(baseline_results):
   oracle = baseline_results["methods"]["oracle"]["overall"]
   assert oracle["accuracy"] == 1.0
+  confusion = np.asarray(oracle["confusion"])
+  np.testing.assert_array_equal(confusion, np.diag(confusion.diagonal()))  # every clip on its own emotion
+  assert confusion.sum() == len(harness.EMOTIONS) * SETTINGS.get("clips_per_cell", 2)
   assert oracle["spearman_min"] >= 0.95
   assert oracle["sync_correlation"] >= 0.6 and abs(oracle["sync_offset"]) <= 1
   assert oracle["expression_l2"] < 1e-5
@@ -61,6 +64,8 @@ def test_baselines_fail_where_they_should(baseline_results):
   methods = baseline_results["methods"]
   oracle, repeated, swapped = (methods[k]["overall"] for k in ("oracle", "reference_repeated", "random_identity"))
   assert abs(repeated["sync_correlation"]) < 0.2
+  confusion = np.asarray(repeated["confusion"])  # the neutral portrait, whatever was asked
+  assert confusion[:, harness.EMOTIONS.index("neutral")].sum() == confusion.sum() > 0
   assert not (repeated["spearman"] or 0.0) >= oracle["spearman"] - 0.5  # constant: undefined or low
   assert repeated["fd_probe"] > oracle["fd_probe"] and swapped["fd_face"] > oracle["fd_face"]
   assert swapped["identity_similarity"] < oracle["identity_similarity"]
@@ -76,6 +81,7 @@ def test_report_files_are_written_and_parse(baseline_results, tmp_path):
   assert table[0].startswith("| method | emotion |")
   assert sum(row.startswith("| oracle |") for row in table) == len(harness.EMOTIONS) + 1
   assert any(row.startswith("| random_identity | overall |") for row in table)
+  assert "- oracle: neutral -> neutral" in "\n".join(table)
   image = np.asarray(Image.open(paths["intensity.png"]))
   assert image.ndim == 3 and image.std() > 0
 

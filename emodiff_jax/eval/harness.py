@@ -5,7 +5,8 @@ every emotion at several intensities, measures them with an expression probe (`e
 
 - emotion accuracy at intensity 1.0: a nearest-centroid classifier on the clip-mean probe coefficients
   (the 15 face coefficients; head pose is left out), its centroids the mean probe output of *real* world
-  clips of the 'train' identities at full intensity, one per emotion (neutral included);
+  clips of the 'train' identities at full intensity, one per emotion (neutral included); the overall
+  summary's `confusion` `[8, 8]` says what each requested emotion was taken for;
 - intensity faithfulness: per non-neutral emotion, the Spearman correlation between requested intensities
   and the measured projection on the emotion's direction (`direction_projection`, relative to the neutral
   centroid), pooled over the emotion's clips (clip k shares identity, audio and seed across intensities;
@@ -51,7 +52,7 @@ import soundfile
 from PIL import Image, ImageDraw, ImageFont
 
 from emodiff_jax.atomic_io import write_png
-from emodiff_jax.eval.emotion_metrics import direction_projection, expression_error, spearman
+from emodiff_jax.eval.emotion_metrics import confusion_matrix, direction_projection, expression_error, spearman
 from emodiff_jax.eval.frechet import FeatureStats, stats_distance
 from emodiff_jax.eval.identity import (
   FEATURE_GRID,
@@ -355,7 +356,8 @@ def _summary(rows: list[dict], real: list[dict], centroids: np.ndarray, emotions
       sync_correlation=sync.correlation, sync_offset=sync.offset,
       identity_similarity=float(np.mean([r["identity"] for r in rows])),
       colour_distance=float(np.mean([r["colour"] for r in rows])),
-      **fd, num_clips=len(rows))
+      **fd, num_clips=len(rows),
+      confusion=confusion_matrix(pred, truth, len(EMOTIONS)).tolist() if full else None)
 
 
 def spearman_ceiling(clips_per_cell: int, num_intensities: int) -> float:
@@ -416,6 +418,14 @@ COLUMNS = (("accuracy", "acc@1.0", "{:.3f}"), ("spearman", "Spearman", "{:.3f}")
            ("identity_similarity", "ID sim", "{:.3f}"), ("colour_distance", "colour dist", "{:.3f}"))
 
 
+def confusion_text(confusion: list[list[int]] | None) -> str:
+  """A confusion matrix `[8, 8]` (rows requested, columns predicted) as 'angry -> neutral 2, ...'."""
+  if confusion is None:
+    return ""
+  return ", ".join(f"{EMOTIONS[i]} -> " + " + ".join(f"{EMOTIONS[j]} {n}" for j, n in enumerate(row) if n)
+                   for i, row in enumerate(confusion) if any(row))
+
+
 def markdown_table(results: dict) -> str:
   """The first method per emotion and overall, then every other method's overall row."""
   head = "| method | emotion | " + " | ".join(c[1] for c in COLUMNS) + " |"
@@ -425,6 +435,9 @@ def markdown_table(results: dict) -> str:
     groups = list(res["per_emotion"].items()) if i == 0 else []
     for emotion, m in groups + [("overall", res["overall"])]:
       lines.append(f"| {name} | {emotion} | " + " | ".join(cell(m, c) for c in COLUMNS) + " |")
+  lines += ["", "Predicted emotion of the intensity-1.0 clips (nearest centroid; requested -> predicted, count):", ""]
+  for name, res in results["methods"].items():
+    lines.append(f"- {name}: " + (confusion_text(res["overall"]["confusion"]) or "no intensity-1.0 clips"))
   s = results["settings"]
   lines += ["", f"{s['num_requests']} clips per method ({s['clips_per_cell']} per emotion and intensity, "
             f"{s['seconds']:g} s, {s['split']} identities of {', '.join(s['partitions'])}); Spearman: pooled over "
