@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-ORDER = ("reference", "audio", "expression", "emotion")
 
 
 @dataclasses.dataclass(frozen=True)
