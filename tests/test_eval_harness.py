@@ -53,7 +53,7 @@ def test_oracle_with_exact_probe_reaches_the_upper_bound(baseline_results):
   assert oracle["accuracy"] == 1.0
   confusion = np.asarray(oracle["confusion"])
   np.testing.assert_array_equal(confusion, np.diag(confusion.diagonal()))  # every clip on its own emotion
-  assert confusion.sum() == len(harness.EMOTIONS) * SETTINGS.get("clips_per_cell", 2)
+  assert confusion.sum() == len(harness.EMOTIONS) * SETTINGS["clips_per_cell"]
   assert oracle["spearman_min"] >= 0.95
   assert oracle["sync_correlation"] >= 0.6 and abs(oracle["sync_offset"]) <= 1
   assert oracle["expression_l2"] < 1e-5
