@@ -10,7 +10,8 @@ writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the ora
 `model.vae` config and params swapped for that run's), to compare autoencoders before training on them.
 
 `--cfg.<field>=<value>` overrides the checkpoint's sampling config, as in `launch.infer` (e.g.
-`--cfg.guidance.expression=3` for classifier-free guidance on the expression condition).
+`--cfg.guidance.expression=3` for classifier-free guidance on the expression condition,
+`--cfg.guidance.emotion=3` for guidance on the emotion edit alone).
 
 The probe comes from `python -m launch.train_probe`.
 """

@@ -3,7 +3,8 @@
   python -m launch.infer --image=face.jpg --audio=speech.wav --emotion=happy --intensity=0.7 --out=out.mp4
 
 Sampling settings come from the checkpoint's `sampling` section and are overridden with `--steps`, `--seed`
-and `--cfg.<field>=<value>` (e.g. `--cfg.guidance.audio=2.0 --cfg.sampler=dpmpp_2m`). User mistakes print
+and `--cfg.<field>=<value>` (e.g. `--cfg.guidance.audio=2.0 --cfg.sampler=dpmpp_2m`, or `--cfg.guidance.emotion=3`
+to amplify the emotion edit alone). User mistakes print
 one line `error: ...` naming the input and exit with status 2; no traceback.
 """
 
