@@ -47,9 +47,11 @@ def parse_mix(spec: str) -> dict[str, float]:
 
 def generated_expressions(gan_config: ml_collections.ConfigDict, g_params: Any, emotion: Emotion,
                           intensity: Intensity, audio: np.ndarray, num_frames: int, seed: int, fps: float = 25.0,
-                          allow_extrapolation: bool = False) -> np.ndarray:
+                          allow_extrapolation: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Expression vectors `[num_frames, D]` for speech `audio [S]` (16 kHz), an emotion (or a mix) and an
-  intensity (number, keyframe curve string or `[num_frames]` array); deterministic in `seed`."""
+  intensity (number, keyframe curve string or `[num_frames]` array), and the neutral trajectory `e_n
+  [num_frames, D]` they edit (the same speech, blinks and pose at intensity 0, for emotion guidance);
+  deterministic in `seed`."""
   weights = {emotion: 1.0} if isinstance(emotion, str) else dict(emotion)
   for name in weights:
     check_emotion(name)
@@ -64,4 +66,4 @@ def generated_expressions(gan_config: ml_collections.ConfigDict, g_params: Any, 
                   np.broadcast_to(loudness, (k + 1,) + loudness.shape) if cfg.audio_dim else None)
   neutral = rows[k]
   directions = {n: rows[i] - neutral for i, n in enumerate(names)}
-  return expression_sequence(neutral, directions, weights, intensity, fps, allow_extrapolation)
+  return expression_sequence(neutral, directions, weights, intensity, fps, allow_extrapolation), neutral

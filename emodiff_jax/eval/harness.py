@@ -233,9 +233,10 @@ class _BundleVideo:
     return self.generate_batch([(reference, audio, emotion, intensity, seed)])[0]
 
   def generate_batch(self, calls: Sequence[tuple]) -> list[np.ndarray]:
+    from emodiff_jax.emotion.condition import generated_expressions
     from emodiff_jax.input.media import read_video
     from emodiff_jax.input.portrait import Portrait
-    from emodiff_jax.sampling.render import Job, Prepared, job_expressions
+    from emodiff_jax.sampling.render import Job, Prepared
     from emodiff_jax.sampling.video import WindowPlan
 
     res, out = self.bundle.config.model.resolution, []
@@ -247,7 +248,8 @@ class _BundleVideo:
         soundfile.write(wav, audio, SAMPLE_RATE)
         t = len(audio) // SAMPLES_PER_FRAME
         crop = cv2.resize(reference, (res, res), interpolation=cv2.INTER_AREA)
-        expression, neutral = job_expressions(self.bundle, emotion, intensity, audio, t, seed)
+        expression, neutral = generated_expressions(self.bundle.config.gan, self.bundle.g_params, emotion, intensity,
+                                                    audio, t, seed, FPS)
         job = Job(image=image, audio=wav, out=os.path.join(tmp, f"{i}.mp4"), emotion=emotion,
                   intensity=intensity, seed=seed)
         prepared.append(Prepared(job, Portrait(crop, crop, (0, 0, res, res)), audio, expression, neutral,

@@ -90,16 +90,6 @@ class Prepared:
   key: dict = dataclasses.field(default_factory=dict)
 
 
-def job_expressions(bundle: Bundle, emotion: Any, intensity: Union[float, str], audio: np.ndarray, num_frames: int,
-                    seed: int, allow_extrapolation: bool = False) -> tuple[np.ndarray, np.ndarray]:
-  """The bundle's generator's expressions `[num_frames, D]` for the request, and the same trajectories (speech,
-  blinks, pose) at intensity 0 `[num_frames, D]`."""
-  def at(value):
-    return generated_expressions(bundle.config.gan, bundle.g_params, emotion, value, audio, num_frames, seed, FPS,
-                                 allow_extrapolation)
-  return at(intensity), at(0.0)
-
-
 def _intensity(job: Job) -> Union[float, str]:
   """The job's intensity as a float or a curve string; InputError when it is neither."""
   value = job.intensity
@@ -123,8 +113,8 @@ def prepare(job: Job, bundle: Bundle, window: int, overlap: int) -> Prepared:
   num_frames = math.ceil(len(audio) / SAMPLES_PER_FRAME)
   try:
     emotion = parse_mix(job.mix) if job.mix else job.emotion
-    expression, neutral = job_expressions(bundle, emotion, _intensity(job), audio, num_frames, job.seed,
-                                          job.allow_extrapolation)
+    expression, neutral = generated_expressions(bundle.config.gan, bundle.g_params, emotion, _intensity(job), audio,
+                                                num_frames, job.seed, FPS, job.allow_extrapolation)
   except ValueError as e:
     raise InputError(f"{job.out}: {e}") from None
   return Prepared(job, portrait, audio, expression, neutral, WindowPlan(num_frames, window, overlap))
