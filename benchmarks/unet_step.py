@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,7 @@ def main() -> None:
   rows = []
   for name, dtype in ((n, d) for n in args.config for d in args.dtype):
     cfg = CONFIGS[name]
+    start = time.perf_counter()
     torch.manual_seed(0)
     ref = diffusers.UNet2DConditionModel(in_channels=4, out_channels=4, **cfg).float()
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,15 +68,18 @@ def main() -> None:
     x = rng.standard_normal((b, s, s, 4), np.float32)
     t = rng.integers(0, 1000, (b,)).astype(np.int32)
     ctx = rng.standard_normal((b, args.tokens, d), np.float32)
+    print(f"{name} {dtype}: models built in {time.perf_counter() - start:.0f} s", flush=True)
 
     ours = {}
     for impl, (unet, _) in unets.items():
+      start = time.perf_counter()
       fwd = jax.jit(lambda p, x, t, c, unet=unet: unet.apply({"params": p}, x, t, c))
       loss = lambda p, x, t, c, unet=unet: jnp.mean(unet.apply({"params": p}, x, t, c).astype(jnp.float32) ** 2)
       fwd_bwd = jax.jit(jax.value_and_grad(loss))
       ours[impl] = (time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats),
                     time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats),
                     np.asarray(fwd(params, x, t, ctx), np.float32))
+      print(f"{impl}: compiled and timed in {time.perf_counter() - start:.0f} s", flush=True)
 
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
     tt, ct = torch.from_numpy(t).long().to(device), torch.from_numpy(ctx).to(device)
@@ -90,9 +95,11 @@ def main() -> None:
       (out.float()**2).mean().backward()
       return out
 
+    start = time.perf_counter()
     ref_f = time_call(torch_synced(torch_fwd, device), repeats=args.repeats)
     ref_fb = time_call(torch_synced(torch_fwd_bwd, device), repeats=args.repeats)
     ref_out = torch_fwd().float().cpu().numpy().transpose(0, 2, 3, 1)
+    print(f"PyTorch timed in {time.perf_counter() - start:.0f} s", flush=True)
     for impl, (ours_f, ours_fb, out) in ours.items():
       err = f"{np.linalg.norm(out - ref_out) / np.linalg.norm(ref_out):.1e}"
       rows.append((name, dtype, b, f"{s}x{s}", impl, "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f, err))
