@@ -32,7 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = synthetic_data("image", num_frames=1, batch_size=4, clip_frames=8)
 
   # Weights of the terms next to the L1 reconstruction (emodiff_jax/train/vae_loop.py).
-  config.loss = ml_collections.ConfigDict(dict(l2_weight=0.5, gradient_weight=0.5, kl_weight=1e-6))
+  # change_weight > 0 weights the reconstruction towards where target and reference differ (vae_loop.py).
+  config.loss = ml_collections.ConfigDict(dict(l2_weight=0.5, gradient_weight=0.5, kl_weight=1e-6,
+                                               change_weight=0.0))
 
   config.optim = common.optim()
   config.optim.learning_rate = 2e-3

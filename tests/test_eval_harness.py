@@ -120,12 +120,18 @@ def test_launch_evaluate_on_micro_bundle_writes_the_report(tmp_path):
   assert {"model", "vae_roundtrip"} <= set(report["methods"])
   sampling = report["settings"]["sampling"]  # the settings the model row was sampled with
   assert sampling["num_steps"] == 2 and sampling["guidance"]["expression"] == 2.0
+  subprocess.run([sys.executable, "-m", "launch.evaluate", f"--checkpoint={bundle}", "--roundtrip-only",
+                  f"--probe={tmp_path / 'probe.msgpack'}", f"--out={tmp_path / 'roundtrip'}", "--clips-per-cell=1",
+                  "--seconds=0.4", "--emotions=happy", "--intensities=1", "--no-baselines"], cwd=ROOT, check=True)
+  report = json.load(open(tmp_path / "roundtrip" / "metrics.json"))
+  assert sorted(report["methods"]) == ["oracle", "vae_roundtrip"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--cfg.guidance.nope=2"], "no field 'nope'"),
     (["--cfg.guidance.expression=strong"], "not a float"),
     (["--oracle", "--cfg.guidance.expression=2"], "apply to a checkpoint"),
+    (["--roundtrip-only", "--cfg.guidance.expression=2"], "samples nothing"),
 ])
 def test_launch_evaluate_rejects_bad_sampling_overrides(argv, message, tmp_path, capsys):
   from launch import evaluate

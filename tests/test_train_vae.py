@@ -16,7 +16,15 @@ from configs import synthetic_vae
 from emodiff_jax.models.build import build_models
 from emodiff_jax.train import init
 from emodiff_jax.train.init import uses_loaded_weights
-from emodiff_jax.train.vae_loop import image_gradient_l1, init_vae_params, psnr, train_vae
+from emodiff_jax.train.vae_loop import (
+  change_weights,
+  image_gradient_l1,
+  init_vae_params,
+  psnr,
+  train_vae,
+  vae_loss,
+  weighted_mean,
+)
 from tests.train_configs import micro_config, micro_model
 
 
@@ -119,3 +127,45 @@ def test_psnr_and_gradient_term():
   chex.assert_trees_all_close(image_gradient_l1(x, x + 0.3), 0.0)
   ramp = jnp.broadcast_to(jnp.arange(4.0)[None, None, :, None], x.shape)
   chex.assert_trees_all_close(image_gradient_l1(x, ramp), 1.0)
+
+
+def test_change_weights_mark_where_a_pair_differs():
+  """A pair differing at one pixel: weight 1 + c * |diff| / 2 in the 5x5 window around it, for both frames of
+  the pair, 1 elsewhere and for an identical pair; the weighted mean of a constant is that constant."""
+  target = np.zeros((2, 12, 12, 3), np.float32)
+  target[0, 6, 3] = 1.0  # pair 0 differs at (6, 3) by 1 in every channel: m = 0.5 there
+  images = jnp.asarray(np.concatenate([target, np.zeros_like(target)]))  # references: all zero
+  w = np.asarray(change_weights(images, 4.0))
+  chex.assert_shape(w, (4, 12, 12, 1))
+  expected = np.ones((12, 12))
+  expected[4:9, 1:6] = 1.0 + 4.0 * 0.5
+  np.testing.assert_allclose(w[0, ..., 0], expected)
+  np.testing.assert_allclose(w[2, ..., 0], expected)  # pair 0's reference
+  np.testing.assert_allclose(w[[1, 3]], 1.0)
+  chex.assert_trees_all_close(weighted_mean(jnp.full((4, 12, 12, 3), 0.7), jnp.asarray(w)), 0.7, rtol=1e-4)
+
+
+def test_change_weight_raises_the_loss_of_errors_where_frames_differ():
+  """The same reconstruction error counts more with `change_weight` when it sits where target and reference
+  differ, and `change_weight=0` is the unweighted loss."""
+  config = micro_vae_config()
+  vae = build_models(config.model).vae
+  params = init_vae_params(vae, 16, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  target = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  reference = target.copy()
+  reference[:, 4:10, 4:10] = rng.uniform(-1, 1, (2, 6, 6, 3))  # the pairs differ in one square
+  images = jnp.asarray(np.concatenate([target, reference]))
+  key = jax.random.PRNGKey(1)
+  plain, _ = vae_loss(vae, config.loss, params, images, key)
+  config.loss.change_weight = 8.0
+  weighted, terms = vae_loss(vae, config.loss, params, images, key)
+  assert np.isfinite(float(weighted)) and float(weighted) != float(plain)
+  # The weighted L1 is the weight-averaged error of the same reconstruction, pulled from the plain mean
+  # towards the error inside the square.
+  recon = np.asarray(vae.apply({"params": params}, images, key)[0])
+  err = np.abs(recon - np.asarray(images)).mean(-1)
+  inside, overall = err[:, 4:10, 4:10].mean(), err.mean()
+  w = np.asarray(change_weights(images, 8.0))[..., 0]
+  np.testing.assert_allclose(float(terms["l1"]), (w * err).sum() / w.sum(), rtol=1e-5)
+  assert (float(terms["l1"]) - overall) * (inside - overall) > 0

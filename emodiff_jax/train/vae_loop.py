@@ -7,6 +7,12 @@ KL-regularised autoencoder): reconstruction through a posterior sample plus a sm
          + kl_weight * KL / (H * W * 3)
 
 where `grad` is the horizontal and vertical finite difference (keeps thin mouth and eye shapes sharp).
+With `change_weight` = c > 0 the three reconstruction terms are weighted means over pixels, the weight
+`1 + c m` where `m` in [0, 1] is where a batch pair's target and reference frames differ (channel-mean
+|target - reference| / 2, max-pooled over 5x5 so a moved edge counts at both places; the same map for
+both frames of the pair): with the neutral face as reference (`data.reference = 'neutral'`), the mouth,
+brows and eyelids that carry the expression, a few percent of the frame, are not drowned by hair and
+background.
 LDM sums the pixel loss and the KL per example; dividing both by the number of pixel values gives the
 same balance, so `kl_weight` reads as theirs (1e-6 for their KL-f8 models). No perceptual or GAN term.
 
@@ -72,21 +78,44 @@ def psnr(images: Array, recon: Array) -> Array:
   return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-12))
 
 
-def image_gradient_l1(images: Array, recon: Array) -> Array:
-  """Mean absolute difference of the horizontal and vertical finite differences `[B, H, W, C]`."""
+def weighted_mean(x: Array, weights: Array | None) -> Array:
+  """Mean of `x [B, H, W, C]`, weighted per pixel by `weights [B, H, W, 1]` when given."""
+  if weights is None:
+    return jnp.mean(x)
+  return jnp.sum(x * weights) / (jnp.sum(weights) * x.shape[-1])
+
+
+def image_gradient_l1(images: Array, recon: Array, weights: Array | None = None) -> Array:
+  """(Weighted) mean absolute difference of the horizontal and vertical finite differences `[B, H, W, C]`."""
   dy = lambda x: x[:, 1:] - x[:, :-1]
   dx = lambda x: x[:, :, 1:] - x[:, :, :-1]
-  return jnp.mean(jnp.abs(dy(recon) - dy(images))) + jnp.mean(jnp.abs(dx(recon) - dx(images)))
+  wy, wx = (None, None) if weights is None else (weights[:, 1:], weights[:, :, 1:])
+  return (weighted_mean(jnp.abs(dy(recon) - dy(images)), wy)
+          + weighted_mean(jnp.abs(dx(recon) - dx(images)), wx))
+
+
+def change_weights(images: Array, change_weight: float, window: int = 5) -> Array:
+  """Pixel weights `[2B, H, W, 1]` `1 + change_weight * m` for `batch_images`' `[2B, H, W, 3]` (targets,
+  then their references): `m` in [0, 1] is the pair's channel-mean |target - reference| / 2, max-pooled
+  over `window` x `window`, the same for both frames of a pair."""
+  target, reference = jnp.split(images, 2, axis=0)
+  m = jnp.mean(jnp.abs(target - reference), axis=-1, keepdims=True) / 2.0
+  m = jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, 1, 1, 1), "SAME")
+  w = 1.0 + change_weight * m
+  return jnp.concatenate([w, w], axis=0)
 
 
 def vae_loss(vae: AutoencoderKL, loss_cfg: ml_collections.ConfigDict, params: Any, images: Array,
              rng: Array) -> tuple[Array, dict[str, Array]]:
-  """The loss of the module docstring for `images [B, H, W, 3]`, reconstructed through a posterior
-  sample; returns it and its terms."""
+  """The loss of the module docstring for `batch_images`' `[2B, H, W, 3]`, reconstructed through a
+  posterior sample; returns it and its terms."""
   recon, dist = vae.apply({"params": params}, images, rng)
   recon = recon.astype(jnp.float32)
   diff = recon - images
-  terms = dict(l1=jnp.mean(jnp.abs(diff)), l2=jnp.mean(diff**2), gradient=image_gradient_l1(images, recon),
+  c = loss_cfg.get("change_weight", 0.0)
+  w = change_weights(images, c) if c else None
+  terms = dict(l1=weighted_mean(jnp.abs(diff), w), l2=weighted_mean(diff**2, w),
+               gradient=image_gradient_l1(images, recon, w),
                kl=jnp.mean(dist.kl().astype(jnp.float32)) / np.prod(images.shape[1:]))
   loss = (terms["l1"] + loss_cfg.l2_weight * terms["l2"] + loss_cfg.gradient_weight * terms["gradient"]
           + loss_cfg.kl_weight * terms["kl"])
