@@ -104,6 +104,23 @@ def test_synthetic_trajectories_are_the_world_clips_ground_truth_and_determinist
   assert np.abs(other.expression[0] - small_data.expression[0]).max() > 0
 
 
+def test_balanced_batches_give_every_emotion_the_same_share(small_data):
+  """`train.balance_emotions`: neutral (one level) is drawn as often as each emotion (three levels); the
+  draw depends on (seed, step) only."""
+  assert small_data.sampling_weights(False) is None
+  p = small_data.sampling_weights(True)
+  per_emotion = np.bincount(small_data.emotion, weights=p, minlength=len(EMOTIONS))
+  np.testing.assert_allclose(per_emotion, 1 / len(EMOTIONS))
+  neutral = small_data.emotion == EMOTIONS.index("neutral")
+  balanced = neutral[gan_train.batch_indices(0, 5, len(small_data), 8000, p)].mean()
+  uniform = neutral[gan_train.batch_indices(0, 5, len(small_data), 8000)].mean()
+  assert abs(balanced - 1 / 8) < 0.015 and abs(uniform - neutral.mean()) < 0.015 and neutral.mean() < 0.06
+  np.testing.assert_array_equal(gan_train.batch_indices(0, 5, len(small_data), 32, p),
+                                gan_train.batch_indices(0, 5, len(small_data), 32, p))
+  assert not np.array_equal(gan_train.batch_indices(0, 5, len(small_data), 32, p),
+                            gan_train.batch_indices(0, 6, len(small_data), 32, p))
+
+
 def test_record_trajectories_cut_windows_with_labels_and_loudness():
   rng = np.random.default_rng(0)
   expression = rng.standard_normal((40, EXPRESSION_DIM)).astype(np.float32)

@@ -43,6 +43,15 @@ class ExpressionData:
     """The GAN step's batch for rows `index`: `expression`, `emotion`, `level`, `audio`."""
     return {f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)}
 
+  def sampling_weights(self, balance_emotions: bool) -> np.ndarray | None:
+    """Row probabilities `[N]` that give every emotion present the same share of batches (MEAD's neutral,
+    one level, as often as an emotion's three), or None (rows uniform) when `balance_emotions` is off."""
+    if not balance_emotions:
+      return None
+    _, inverse, counts = np.unique(self.emotion, return_inverse=True, return_counts=True)
+    p = 1.0 / counts[inverse]
+    return p / p.sum()
+
   def where(self, mask: np.ndarray) -> ExpressionData:
     """The rows where `mask [N]` holds."""
     return ExpressionData(**self.batch(np.flatnonzero(mask)))

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
-from emodiff_jax.emotion.gan_train import GANState, create_gan_state, make_gan_step, model_config
+from emodiff_jax.emotion.gan_train import GANState, batch_indices, create_gan_state, make_gan_step, model_config
 from emodiff_jax.models.expression_gan import init_params
 from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
 from emodiff_jax.train.step_loop import StepLoop, means
@@ -49,14 +49,10 @@ def training_data(config: ml_collections.ConfigDict) -> ExpressionData:
   raise ValueError(f"config.data.source must be 'synthetic' or 'records', got {data.source!r}")
 
 
-def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
-  """Rows `[batch_size]` of step `step`'s global batch: a function of `(seed, step)` only."""
-  return np.random.default_rng([seed, step]).integers(0, num_examples, batch_size)
-
-
 def _local_batch(data: ExpressionData, config: ml_collections.ConfigDict, step: int) -> dict[str, np.ndarray]:
   """This process's contiguous share of step `step`'s global batch."""
-  index = batch_indices(config.seed, step, len(data), config.train.batch_size)
+  index = batch_indices(config.seed, step, len(data), config.train.batch_size,
+                        data.sampling_weights(config.train.get("balance_emotions", False)))
   share = config.train.batch_size // jax.process_count()
   return data.batch(index[jax.process_index() * share:(jax.process_index() + 1) * share])
 

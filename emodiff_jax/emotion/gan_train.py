@@ -127,16 +127,25 @@ def make_gan_step(config: ml_collections.ConfigDict) -> Callable[[GANState, dict
   return jax.jit(step)
 
 
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int,
+                  p: np.ndarray | None = None) -> np.ndarray:
+  """Rows `[batch_size]` of step `step`'s global batch, drawn with replacement with probabilities `p [N]`
+  (uniform when None): a function of `(seed, step)` only, so a resumed run draws the same batches."""
+  rng = np.random.default_rng([seed, step])
+  return rng.integers(0, num_examples, batch_size) if p is None else rng.choice(num_examples, batch_size, p=p)
+
+
 def train_gan(config: ml_collections.ConfigDict, data: ExpressionData,
               steps: int) -> tuple[GANState, dict[str, np.ndarray]]:
-  """`steps` GAN steps on uniformly sampled batches of `data` (seeded by `config.seed`); returns the final
-  state and each metric per step `[steps]`."""
+  """`steps` GAN steps on the batches `gan_loop.train_expression_gan` draws (`batch_indices`, seeded by `config.seed`,
+  emotions balanced when `config.train.balance_emotions`); returns the final state and each metric per
+  step `[steps]`."""
   state = create_gan_state(config, jax.random.key(config.seed))
   step = make_gan_step(config)
-  order = np.random.default_rng(config.seed)
+  p = data.sampling_weights(config.train.get("balance_emotions", False))
   history = []
-  for _ in range(steps):
-    state, metrics = step(state, data.batch(order.integers(0, len(data), config.train.batch_size)))
+  for i in range(steps):
+    state, metrics = step(state, data.batch(batch_indices(config.seed, i, len(data), config.train.batch_size, p)))
     history.append(metrics)
   history = jax.device_get(history)
   return state, {k: np.asarray([m[k] for m in history]) for k in (history[0] if history else {})}
