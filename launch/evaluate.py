@@ -9,7 +9,7 @@ writes `metrics.json`, `metrics.md` and `intensity.png` to `--out`, with the ora
 `--vae-run=<launch.train_vae workdir>` (repeatable) adds the roundtrip row of another VAE (the checkpoint's
 `model.vae` config and params swapped for that run's), to compare autoencoders before training on them;
 with `--roundtrip-only` the checkpoint's sampler is not run (only the roundtrip, oracle and baseline rows:
-a minute instead of ten).
+three minutes instead of ten).
 
 `--cfg.<field>=<value>` overrides the checkpoint's sampling config, as in `launch.infer` (e.g.
 `--cfg.guidance.expression=3` for classifier-free guidance on the expression condition,

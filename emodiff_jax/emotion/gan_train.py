@@ -137,9 +137,9 @@ def batch_indices(seed: int, step: int, num_examples: int, batch_size: int,
 
 def train_gan(config: ml_collections.ConfigDict, data: ExpressionData,
               steps: int) -> tuple[GANState, dict[str, np.ndarray]]:
-  """`steps` GAN steps on the batches `gan_loop.train_expression_gan` draws (`batch_indices`, seeded by `config.seed`,
-  emotions balanced when `config.train.balance_emotions`); returns the final state and each metric per
-  step `[steps]`."""
+  """`steps` GAN steps on the batches `gan_loop.train_expression_gan` draws (`batch_indices`, seeded by
+  `config.seed`, emotions balanced when `config.train.balance_emotions`); returns the final state and each
+  metric per step `[steps]`."""
   state = create_gan_state(config, jax.random.key(config.seed))
   step = make_gan_step(config)
   p = data.sampling_weights(config.train.get("balance_emotions", False))
