@@ -119,6 +119,7 @@ def train_loop() -> ml_collections.ConfigDict:
   t.preview_examples = 2
   t.preview_sampling_steps = 20
   t.max_bad_steps = 20  # consecutive non-finite steps before the run stops
+  t.train_2d_in_stage2 = False  # stage 2 also trains the backbone's 2D layers (train/partition.py)
   return t
 
 

@@ -47,6 +47,15 @@ def test_stage_partition_follows_the_paper(micro_abstract):
     partition.trainable_labels(micro_abstract, 3)
 
 
+def test_stage2_with_2d_layers_trains_the_whole_backbone_and_nothing_else(micro_abstract):
+  plain = _flat(partition.trainable_labels(micro_abstract, 2))
+  wide = _flat(partition.trainable_labels(micro_abstract, 2, train_2d=True))
+  changed = {k for k in wide if wide[k] != plain[k]}
+  assert changed and all(k.startswith("['backbone']") and wide[k] == "train" for k in changed)
+  assert all(v == "train" for k, v in wide.items() if k.startswith("['backbone']"))
+  assert all(v == "frozen" for k, v in wide.items() if k.startswith(("['reference_net']", "['vae']")))
+
+
 def test_optimizer_state_exists_only_for_trainable_params(micro_abstract):
   labels = partition.trainable_labels(micro_abstract, 2)
   tx, _ = optimizer.make_optimizer(common.optim(), labels, 100)

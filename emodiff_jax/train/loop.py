@@ -75,7 +75,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, devices: Optional[
   models = build_models(config.model, jnp.dtype(config.train.compute_dtype))
   k_init, k_state = jax.random.split(jax.random.PRNGKey(config.train.seed))
   abstract_params = jax.eval_shape(lambda k: init_params(models, config.model, k), k_init)
-  labels = trainable_labels(abstract_params, config.stage)
+  labels = trainable_labels(abstract_params, config.stage, config.train.get("train_2d_in_stage2", False))
   counts = count_by_label(abstract_params, labels)
   tx, schedule = make_optimizer(config.optim, labels, config.train.steps)
   make_state = lambda p: create_state(p, tx, labels, k_state, config.optim.ema_decay)

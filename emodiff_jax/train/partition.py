@@ -6,7 +6,8 @@ Param tree: `{'vae', 'reference_net', 'backbone', 'wav2vec2', 'audio_proj'}` (`m
   audio and expression layers stay as initialised (zero-output, so they do not affect a T=1 pass).
 - Stage 2 (clips): the backbone's temporal (motion modules), audio (`attn_audio`, `norm_audio` and the
   audio projection) and expression (`attn_expr`, `norm_expr`, `expression_proj`, `expression_proj_time`)
-  layers; everything of stage 1 is frozen.
+  layers; everything of stage 1 is frozen. With `train_2d` (`config.train.train_2d_in_stage2`, an
+  ablation beside the paper) stage 2 also trains the backbone's 2D layers; the ReferenceNet stays frozen.
 - The VAE and wav2vec2 are frozen in both.
 """
 
@@ -32,17 +33,19 @@ def is_stage2_layer(keys: tuple[str, ...]) -> bool:
   return keys[0] == "backbone" and any(k.startswith(m) for k in keys for m in STAGE2_MARKERS)
 
 
-def trainable_labels(params: Any, stage: int) -> Any:
-  """A tree like `params` of 'train' / 'frozen' strings (for `optax.multi_transform`)."""
+def trainable_labels(params: Any, stage: int, train_2d: bool = False) -> Any:
+  """A tree like `params` of 'train' / 'frozen' strings (for `optax.multi_transform`); `train_2d` adds the
+  backbone's 2D layers to stage 2's."""
   if stage not in STAGES:
     raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 
   def label(path, _):
     keys = _keys(path)
+    backbone_2d = keys[0] == "backbone" and not is_stage2_layer(keys)
     if stage == 1:
-      train = keys[0] == "reference_net" or (keys[0] == "backbone" and not is_stage2_layer(keys))
+      train = keys[0] == "reference_net" or backbone_2d
     else:
-      train = is_stage2_layer(keys)
+      train = is_stage2_layer(keys) or (train_2d and backbone_2d)
     return "train" if train else "frozen"
 
   return jax.tree_util.tree_map_with_path(label, params)
