@@ -145,9 +145,9 @@ def test_change_weights_mark_where_a_pair_differs():
   chex.assert_trees_all_close(weighted_mean(jnp.full((4, 12, 12, 3), 0.7), jnp.asarray(w)), 0.7, rtol=1e-4)
 
 
-def test_change_weight_raises_the_loss_of_errors_where_frames_differ():
-  """The same reconstruction error counts more with `change_weight` when it sits where target and reference
-  differ, and `change_weight=0` is the unweighted loss."""
+def test_change_weight_weights_the_reconstruction_towards_where_frames_differ():
+  """With `change_weight` the L1 term is the weight-averaged error (errors where target and reference differ
+  count more); at 0 it is the plain mean."""
   config = micro_vae_config()
   vae = build_models(config.model).vae
   params = init_vae_params(vae, 16, jax.random.PRNGKey(0))
@@ -157,7 +157,7 @@ def test_change_weight_raises_the_loss_of_errors_where_frames_differ():
   reference[:, 4:10, 4:10] = rng.uniform(-1, 1, (2, 6, 6, 3))  # the pairs differ in one square
   images = jnp.asarray(np.concatenate([target, reference]))
   key = jax.random.PRNGKey(1)
-  plain, _ = vae_loss(vae, config.loss, params, images, key)
+  plain, plain_terms = vae_loss(vae, config.loss, params, images, key)
   config.loss.change_weight = 8.0
   weighted, terms = vae_loss(vae, config.loss, params, images, key)
   assert np.isfinite(float(weighted)) and float(weighted) != float(plain)
@@ -168,4 +168,5 @@ def test_change_weight_raises_the_loss_of_errors_where_frames_differ():
   inside, overall = err[:, 4:10, 4:10].mean(), err.mean()
   w = np.asarray(change_weights(images, 8.0))[..., 0]
   np.testing.assert_allclose(float(terms["l1"]), (w * err).sum() / w.sum(), rtol=1e-5)
+  np.testing.assert_allclose(float(plain_terms["l1"]), overall, rtol=1e-5)
   assert (float(terms["l1"]) - overall) * (inside - overall) > 0
