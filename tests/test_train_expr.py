@@ -40,11 +40,11 @@ def test_sigterm_resume_reproduces_params_and_data_order_and_plot_is_written(tmp
   # SIGTERM during step 10's batch: that step finishes, is saved (not a multiple of 4), and the run returns.
   local_batch, batches = gan_loop._local_batch, []
 
-  def terminate_at_half(data, config, step):
+  def terminate_at_half(data, config, step, p):
     batches.append(step)
     if step == STEPS // 2 - 1:
       os.kill(os.getpid(), signal.SIGTERM)
-    return local_batch(data, config, step)
+    return local_batch(data, config, step, p)
 
   monkeypatch.setattr(gan_loop, "_local_batch", terminate_at_half)
   interrupted = gan_loop.train_expression_gan(tiny_config(), str(tmp_path / "resumed"))

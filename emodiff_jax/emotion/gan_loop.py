@@ -49,10 +49,10 @@ def training_data(config: ml_collections.ConfigDict) -> ExpressionData:
   raise ValueError(f"config.data.source must be 'synthetic' or 'records', got {data.source!r}")
 
 
-def _local_batch(data: ExpressionData, config: ml_collections.ConfigDict, step: int) -> dict[str, np.ndarray]:
-  """This process's contiguous share of step `step`'s global batch."""
-  index = batch_indices(config.seed, step, len(data), config.train.batch_size,
-                        data.sampling_weights(config.train.get("balance_emotions", False)))
+def _local_batch(data: ExpressionData, config: ml_collections.ConfigDict, step: int,
+                 p: np.ndarray | None) -> dict[str, np.ndarray]:
+  """This process's contiguous share of step `step`'s global batch (row probabilities `p [N]`, or uniform)."""
+  index = batch_indices(config.seed, step, len(data), config.train.batch_size, p)
   share = config.train.batch_size // jax.process_count()
   return data.batch(index[jax.process_index() * share:(jax.process_index() + 1) * share])
 
@@ -69,13 +69,14 @@ def train_expression_gan(config: ml_collections.ConfigDict, workdir: str) -> GAN
   state = ckpt.restore_or_init(abstract_state, state_sh,
                                lambda: jax.jit(lambda k: create_gan_state(config, k), out_shardings=state_sh)(rng))
   data = training_data(config)
+  p = data.sampling_weights(config.train.get("balance_emotions", False))
   log.info("mesh %s; %d training trajectories %s", dict(mesh.shape), len(data), data.expression.shape[1:])
 
   step_fn = jit_train_step(make_gan_step(config), state_sh, mesh)
   writer = MetricWriter(os.path.join(workdir, "tb"))
   loop = StepLoop(int(state.step), config.train.steps, desc="expression GAN")
   for done in loop:
-    state, metrics = step_fn(state, global_batch(_local_batch(data, config, done - 1), mesh))
+    state, metrics = step_fn(state, global_batch(_local_batch(data, config, done - 1, p), mesh))
     loop.record(metrics)
     ckpt.save(done, state, None, config)
     if loop.log_due(config.train.log_every):
