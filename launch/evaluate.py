@@ -90,7 +90,9 @@ def main(argv=None) -> int:
       intensities=tuple(float(a) for a in args.intensities.split(",")), clips_per_cell=args.clips_per_cell,
       seconds=args.seconds, seed=args.seed, partitions=partitions)
   if not args.oracle:
-    results["settings"].update(checkpoint=os.path.abspath(args.checkpoint), sampling=sampling.to_dict())
+    results["settings"]["checkpoint"] = os.path.abspath(args.checkpoint)
+  if "model" in fns:  # the settings the model row was sampled with
+    results["settings"]["sampling"] = sampling.to_dict()
   harness.write_report(results, args.out)
   print(harness.markdown_table(results))
   return 0
