@@ -85,6 +85,7 @@ def optim() -> ml_collections.ConfigDict:
   o.learning_rate = 1e-5
   o.warmup_steps = 500
   o.schedule = "constant"  # or 'cosine' (decays to 0 at train.steps)
+  o.decay_steps = 0  # the cosine's length when not 0 (a run of train.steps stops partway through it)
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8

@@ -169,6 +169,14 @@ def test_learning_rate_warmup_then_cosine():
     optimizer.learning_rate(_optim(schedule="linear"), 10)
 
 
+def test_cosine_horizon_longer_than_the_run_is_the_start_of_the_longer_schedule():
+  long = optimizer.learning_rate(_optim(warmup_steps=10, schedule="cosine"), 210)
+  cut = optimizer.learning_rate(_optim(warmup_steps=10, schedule="cosine", decay_steps=210), 110)
+  steps = [0, 5, 10, 60, 110]
+  np.testing.assert_allclose([cut(s) for s in steps], [long(s) for s in steps], atol=1e-7)
+  assert float(cut(110)) > 0.04  # still halfway up the cosine when the run stops
+
+
 def test_logical_rules_shard_kernels_over_fsdp_when_divisible():
   rules = common.mesh().rules
 

@@ -16,14 +16,17 @@ SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 over `warmup_steps`, then constant or cosine decay to 0 at `total_steps`."""
+  """Linear warmup from 0 over `warmup_steps`, then constant or cosine decay to 0 at `optim.decay_steps`
+  (0 or absent: `total_steps`, the run's length; a longer horizon makes a run that stops early the first
+  part of a longer one)."""
   if optim.schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim.schedule!r}")
   warmup = int(optim.warmup_steps)
   if optim.schedule == "constant":
     after = optax.constant_schedule(optim.learning_rate)
   else:
-    after = optax.cosine_decay_schedule(optim.learning_rate, max(1, total_steps - warmup))
+    horizon = int(optim.get("decay_steps", 0) or total_steps)
+    after = optax.cosine_decay_schedule(optim.learning_rate, max(1, horizon - warmup))
   if warmup == 0:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, optim.learning_rate, warmup), after], [warmup])
