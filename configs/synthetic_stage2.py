@@ -15,5 +15,5 @@ def get_config() -> ml_collections.ConfigDict:
   # MEAD-like clips (the only emotional ones) three times as often as HDTF-like ones.
   mead, = [s for s in config.data.sources if s["name"] == "synth_world/mead_like"]
   mead["weight"] = 3.0
-  config.train.steps = 9000  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
+  config.train.steps = 7600  # the shipped checkpoint's stage 2 (Makefile `checkpoint`, README)
   return config
