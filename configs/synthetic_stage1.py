@@ -1,4 +1,5 @@
-"""Stage 1 on the synthetic world: the tiny model, 64x64 images, ReferenceNet + backbone 2D layers.
+"""Stage 1 on the synthetic world: the tiny model with a 4x VAE (`synthetic_model`), 64x64 images,
+ReferenceNet + backbone 2D layers.
 
 The data is rendered on the fly (`synth_world/*` sources), so nothing needs preparing:
 

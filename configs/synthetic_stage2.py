@@ -1,4 +1,4 @@
-"""Stage 2 on the synthetic world: the tiny model on 8-frame 64x64 clips; motion, audio and expression
+"""Stage 2 on the synthetic world: the synthetic model (tiny, 4x VAE) on 8-frame 64x64 clips; motion, audio and expression
 layers train, the stage-1 layers stay frozen.
 
   python -m launch.train --config=configs/synthetic_stage2.py --workdir=/tmp/emodiff/stage2 \

@@ -174,7 +174,9 @@ def test_cosine_horizon_longer_than_the_run_is_the_start_of_the_longer_schedule(
   cut = optimizer.learning_rate(_optim(warmup_steps=10, schedule="cosine", decay_steps=210), 110)
   steps = [0, 5, 10, 60, 110]
   np.testing.assert_allclose([cut(s) for s in steps], [long(s) for s in steps], atol=1e-7)
-  assert float(cut(110)) > 0.04  # still halfway up the cosine when the run stops
+  assert float(cut(110)) > 0.04  # halfway down the cosine when the run stops
+  with pytest.raises(ValueError, match="decay_steps=50"):
+    optimizer.learning_rate(_optim(schedule="cosine", decay_steps=50), 110)
 
 
 def test_logical_rules_shard_kernels_over_fsdp_when_divisible():

@@ -26,6 +26,9 @@ def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
     after = optax.constant_schedule(optim.learning_rate)
   else:
     horizon = int(optim.get("decay_steps", 0) or total_steps)
+    if horizon < total_steps:
+      raise ValueError(f"optim.decay_steps={horizon} is shorter than the run's {total_steps} steps: the steps "
+                       "after it would train at learning rate 0")
     after = optax.cosine_decay_schedule(optim.learning_rate, max(1, horizon - warmup))
   if warmup == 0:
     return after
