@@ -1,5 +1,5 @@
-"""Stage 2 on the synthetic world: the synthetic model (tiny, 4x VAE) on 8-frame 64x64 clips; motion, audio and expression
-layers train, the stage-1 layers stay frozen.
+"""Stage 2 on the synthetic world: the synthetic model (tiny, 4x VAE) on 8-frame 64x64 clips; motion,
+audio and expression layers train, the stage-1 layers stay frozen.
 
   python -m launch.train --config=configs/synthetic_stage2.py --workdir=/tmp/emodiff/stage2 \
       --config.init.stage1_checkpoint=/tmp/emodiff/stage1
