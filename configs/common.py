@@ -128,6 +128,7 @@ def init() -> ml_collections.ConfigDict:
   """Where the weights come from; empty strings mean random init (see emodiff_jax/train/init.py)."""
   i = ml_collections.ConfigDict()
   i.stage1_checkpoint = ""  # a stage-1 workdir: ReferenceNet + backbone 2D (+ VAE) from its latest step
+  i.stage2_checkpoint = ""  # a stage-2 workdir: every network from its latest step (a fresh optimizer)
   i.unet2d = ""  # diffusers UNet2DConditionModel folder (SD-1.5): ReferenceNet and backbone 2D layers
   i.motion_adapter = ""  # diffusers MotionAdapter folder (AnimateDiff)
   i.vae = ""  # diffusers AutoencoderKL folder

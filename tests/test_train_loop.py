@@ -19,7 +19,9 @@ from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params
 from emodiff_jax.train.loop import NonFiniteError, train
-from emodiff_jax.train.partition import is_stage2_layer
+from emodiff_jax.train.optimizer import make_optimizer
+from emodiff_jax.train.partition import is_stage2_layer, trainable_labels
+from emodiff_jax.train.state import create_state
 from tests.train_configs import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +117,42 @@ def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
   with pytest.raises(ValueError, match="was trained with diffusion prediction_type='v_prediction' .this config: "
                                        "'epsilon'."):
     initial_params(config, build_models(config.model), jax.random.key(0))
+
+def _saved_stage2_run(workdir, config):
+  """A stage-2 run's checkpoint without training: a fresh state whose EMA differs from its params."""
+  models = build_models(config.model)
+  params = init_params(models, config.model, jax.random.key(3))
+  labels = trainable_labels(params, 2)
+  tx, _ = make_optimizer(config.optim, labels, config.train.steps)
+  state = create_state(params, tx, labels, jax.random.key(4), config.optim.ema_decay)
+  state = state.replace(ema_params=jax.tree.map(lambda x: x + 1.0, state.ema_params))
+  ckpt = RunCheckpoints(workdir, save_every=1, async_save=False)
+  ckpt.finish(7, state, None, config)
+  return jax.device_get(state)
+
+
+def test_stage2_checkpoint_warm_starts_every_network(stage1_runs, tmp_path):
+  """`init.stage2_checkpoint`: backbone and audio projection from the run's EMA, the other networks from its
+  params; a stage-1 run, another prediction type or a second init entry are refused by name."""
+  config = micro_config(2, batch_size=2, num_frames=4)
+  saved = _saved_stage2_run(str(tmp_path / "s2"), config)
+  config.init.stage2_checkpoint = str(tmp_path / "s2")
+  params = jax.device_get(initial_params(config, build_models(config.model), jax.random.key(0)))
+  for name in ("backbone", "audio_proj"):
+    chex.assert_trees_all_equal(params[name], saved.ema_params[name])
+  for name in ("vae", "reference_net", "wav2vec2"):
+    chex.assert_trees_all_equal(params[name], saved.params[name])
+
+  config.diffusion.prediction_type = "epsilon"  # the run predicted v
+  with pytest.raises(ValueError, match="init.stage2_checkpoint .* was trained with diffusion prediction_type"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+  config.init.stage2_checkpoint = stage1_runs["straight"]
+  with pytest.raises(ValueError, match="is a stage-1 run, not stage 2"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+  config.init.stage1_checkpoint = stage1_runs["straight"]
+  with pytest.raises(ValueError, match="init.stage2_checkpoint sets every network: leave init.stage1_checkpoint"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)
 def test_stage2_starts_from_the_stage1_checkpoint_and_keeps_it_frozen(stage1_runs, tmp_path):

@@ -6,7 +6,9 @@ ReferenceNet and the backbone's 2D layers, `motion_adapter` for the motion modul
 EMA, else its raw one) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its EMA ReferenceNet and
 backbone 2D layers when it kept EMA, else its raw ones; stage 2's motion, audio and expression layers
 keep their random init, see `train/partition.py`). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
-which also set the VAE. Every loaded tree must match the config's shapes exactly; a mismatch raises an
+which also set the VAE. `stage2_checkpoint` (a stage-2 run: every network from its latest step, EMA where
+kept) excludes every other entry: it warm-starts a run with a fresh optimizer, e.g. to go on training a
+stage-2 run with another trainable set (`train.train_2d_in_stage2`) or learning rate. Every loaded tree must match the config's shapes exactly; a mismatch raises an
 error naming the source and the first differing parameters. A stage-1 run must also have been trained with
 the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its frozen 2D layers predict in that
 parametrization, and stage 2 reading them in another would train on a silently wrong target.
@@ -25,6 +27,7 @@ from emodiff_jax.train.partition import is_stage2_layer
 
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
+RUNS = ("vae_checkpoint", "stage1_checkpoint", "stage2_checkpoint")  # `init` entries naming runs of this project
 # `diffusion` entries that define what the 2D layers predict; stage 2 must use a stage-1 run's values.
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_zero_terminal_snr",
                     "prediction_type")
@@ -32,7 +35,7 @@ DIFFUSION_FIELDS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_
 
 def uses_loaded_weights(init: ml_collections.ConfigDict) -> bool:
   """True when a run starts from any converted checkpoint, a VAE run or a stage-1 run rather than random init."""
-  return any(init[k] for k in CONVERTED + ("vae_checkpoint", "stage1_checkpoint"))
+  return any(init.get(k) for k in CONVERTED + RUNS)
 
 
 def _check_shapes(source: str, name: str, loaded: Any, expected: Any) -> None:
@@ -76,12 +79,13 @@ def _stage1_layers(name: str, tree: dict[str, Any]) -> dict[str, Any]:
   return traverse_util.unflatten_dict({k: v for k, v in flat.items() if not is_stage2_layer((name,) + k)})
 
 
-def _check_diffusion(workdir: str, saved: ml_collections.ConfigDict, diffusion: ml_collections.ConfigDict) -> None:
+def _check_diffusion(entry: str, workdir: str, saved: ml_collections.ConfigDict, diffusion: ml_collections.ConfigDict
+                     ) -> None:
   differ = [f"{k}={saved.diffusion[k]!r} (this config: {diffusion[k]!r})" for k in DIFFUSION_FIELDS
             if saved.diffusion[k] != diffusion[k]]
   if differ:
-    raise ValueError(f"init.stage1_checkpoint {workdir!r} was trained with diffusion {', '.join(differ)}; its 2D "
-                     "layers predict in that parametrization, so set the same diffusion.* for stage 2")
+    raise ValueError(f"init.{entry} {workdir!r} was trained with diffusion {', '.join(differ)}; its layers "
+                     "predict in that parametrization, so set the same diffusion.*")
 
 
 def stage1_params(workdir: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -96,7 +100,7 @@ def stage1_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
   def wanted(saved):
     if saved.stage != 1:
       raise ValueError(f"init.stage1_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 1")
-    _check_diffusion(workdir, saved, diffusion)
+    _check_diffusion("stage1_checkpoint", workdir, saved, diffusion)
     if saved.optim.ema_decay > 0:
       return {"params": {"vae": params["vae"]}, "ema_params": nets}
     return {"params": {"vae": params["vae"], **nets}}
@@ -116,6 +120,31 @@ def stage1_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
   return out
 
 
+def stage2_params(workdir: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every network of `params` from the latest checkpoint of a stage-2 run: the ones it trained (backbone,
+  audio projection) from its EMA when kept, the rest (VAE, ReferenceNet, wav2vec2) from its params. The
+  run's `DIFFUSION_FIELDS` must equal `diffusion`'s and every shape `params`'."""
+  from emodiff_jax.train.checkpoint import read_latest
+
+  def wanted(saved):
+    if saved.stage != 2:
+      raise ValueError(f"init.stage2_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 2")
+    _check_diffusion("stage2_checkpoint", workdir, saved, diffusion)
+    if saved.optim.ema_decay > 0:
+      ema = ("backbone", "audio_proj")
+      return {"params": {k: v for k, v in params.items() if k not in ema}, "ema_params": {k: params[k] for k in ema}}
+    return {"params": params}
+
+  try:
+    _, restored, _ = read_latest(workdir, wanted)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"init.stage2_checkpoint: {e}") from None
+  out = {**restored["params"], **restored.get("ema_params", {})}
+  for name in params:
+    _check_shapes(workdir, name, out[name], params[name])
+  return out
+
+
 def vae_run_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   """`params` with the VAE from the latest checkpoint of a VAE run (EMA when kept)."""
   from emodiff_jax.train.vae_loop import load_vae
@@ -131,6 +160,9 @@ def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.A
   init = config.init
   if init.vae_checkpoint and (init.vae or init.stage1_checkpoint):
     raise ValueError("init.vae_checkpoint sets the VAE: leave init.vae and init.stage1_checkpoint empty")
+  others = [k for k in CONVERTED + RUNS if init.get(k) and k != "stage2_checkpoint"]
+  if init.get("stage2_checkpoint") and others:
+    raise ValueError(f"init.stage2_checkpoint sets every network: leave init.{', init.'.join(others)} empty")
   params = init_params(models, config.model, rng)
   if any(init[k] for k in CONVERTED):
     params = pretrained_params(init, models, params)
@@ -138,6 +170,8 @@ def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.A
     params = vae_run_params(init.vae_checkpoint, params)
   if init.stage1_checkpoint:
     params = stage1_params(init.stage1_checkpoint, params, config.diffusion)
+  if init.get("stage2_checkpoint"):
+    params = stage2_params(init.stage2_checkpoint, params, config.diffusion)
   return params
 
 
