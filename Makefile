@@ -48,7 +48,9 @@ checkpoint: setup
 	  --config.init.vae_checkpoint=$(RUNS)/vae
 	$(BIN)/python -m launch.train --config=configs/synthetic_stage2.py --workdir=$(RUNS)/stage2 \
 	  --config.init.stage1_checkpoint=$(RUNS)/stage1
-	$(BIN)/python -m launch.export_bundle --stage2=$(RUNS)/stage2 --gan=$(RUNS)/expr_gan \
+	$(BIN)/python -m launch.train --config=configs/synthetic_stage2_2d.py --workdir=$(RUNS)/stage2_2d \
+	  --config.init.stage2_checkpoint=$(RUNS)/stage2
+	$(BIN)/python -m launch.export_bundle --stage2=$(RUNS)/stage2_2d --gan=$(RUNS)/expr_gan \
 	  --out=data/checkpoints/synthetic
 
 # pytest exit 5 (no tests collected) is a failure, not a pass.

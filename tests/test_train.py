@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
+from configs import common, synthetic_stage2, synthetic_stage2_2d
 from emodiff_jax.models.build import abstract_params, build_models
 from emodiff_jax.train import optimizer, partition, sharding, state as state_lib, step as step_lib
 from emodiff_jax.train.step_loop import StepLoop, means, train_scalars
@@ -54,6 +54,16 @@ def test_stage2_with_2d_layers_trains_the_whole_backbone_and_nothing_else(micro_
   assert changed and all(k.startswith("['backbone']") and wide[k] == "train" for k in changed)
   assert all(v == "train" for k, v in wide.items() if k.startswith("['backbone']"))
   assert all(v == "frozen" for k, v in wide.items() if k.startswith(("['reference_net']", "['vae']")))
+
+
+def test_stage2_2d_config_continues_stage2_with_the_2d_layers():
+  """`configs/synthetic_stage2_2d.py` warm-starts from a `synthetic_stage2.py` run, so the model, the
+  diffusion parametrization and the data mix must be that run's; what it changes is what trains and how."""
+  base, cont = synthetic_stage2.get_config(), synthetic_stage2_2d.get_config()
+  assert cont.stage == base.stage == 2 and cont.train.train_2d_in_stage2 and not base.train.train_2d_in_stage2
+  assert cont.model == base.model and cont.diffusion == base.diffusion
+  assert cont.data.sources == base.data.sources and cont.data.seed != base.data.seed
+  assert cont.optim.learning_rate < base.optim.learning_rate
 
 
 def test_optimizer_state_exists_only_for_trainable_params(micro_abstract):

@@ -6,8 +6,9 @@ Param tree: `{'vae', 'reference_net', 'backbone', 'wav2vec2', 'audio_proj'}` (`m
   audio and expression layers stay as initialised (zero-output, so they do not affect a T=1 pass).
 - Stage 2 (clips): the backbone's temporal (motion modules), audio (`attn_audio`, `norm_audio` and the
   audio projection) and expression (`attn_expr`, `norm_expr`, `expression_proj`, `expression_proj_time`)
-  layers; everything of stage 1 is frozen. With `train_2d` (`config.train.train_2d_in_stage2`, an
-  ablation beside the paper) stage 2 also trains the backbone's 2D layers; the ReferenceNet stays frozen.
+  layers; everything of stage 1 is frozen. With `train_2d` (`config.train.train_2d_in_stage2`, beside
+  the paper; `configs/synthetic_stage2_2d.py`) stage 2 also trains the backbone's 2D layers; the
+  ReferenceNet stays frozen.
 - The VAE and wav2vec2 are frozen in both.
 """
 

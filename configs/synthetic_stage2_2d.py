@@ -1,0 +1,23 @@
+"""Stage 2 continued with the backbone's 2D layers training too (`train.train_2d_in_stage2`, beside the
+paper): warm-started from a `configs/synthetic_stage2.py` run (`init.stage2_checkpoint`: its EMA weights, a
+fresh optimizer), at a third of its learning rate and on another data order. Stage 1 trained the 2D layers
+without any expression, so in stage 2 only the new layers could steer the face; here the whole backbone
+adapts (README, shipped checkpoint). Without `init.stage2_checkpoint` it would start from random weights.
+
+  python -m launch.train --config=configs/synthetic_stage2_2d.py --workdir=/tmp/emodiff/stage2_2d \
+      --config.init.stage2_checkpoint=/tmp/emodiff/stage2
+"""
+
+import ml_collections
+
+from configs import synthetic_stage2
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = synthetic_stage2.get_config()
+  config.train.train_2d_in_stage2 = True
+  config.optim.learning_rate = 1e-4
+  config.data.seed = 1  # not the data order the warm-start run began with
+  config.train.steps = 5000  # the shipped checkpoint's (Makefile `checkpoint`, README)
+  config.train.checkpoint_every = 500
+  return config
