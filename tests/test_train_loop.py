@@ -118,6 +118,7 @@ def test_reading_the_wrong_run_names_it(stage1_runs, tmp_path):
                                        "'epsilon'."):
     initial_params(config, build_models(config.model), jax.random.key(0))
 
+
 def _saved_stage2_run(workdir, config):
   """A stage-2 run's checkpoint without training: a fresh state whose EMA differs from its params."""
   models = build_models(config.model)

@@ -8,10 +8,11 @@ backbone 2D layers when it kept EMA, else its raw ones; stage 2's motion, audio 
 keep their random init, see `train/partition.py`). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
 which also set the VAE. `stage2_checkpoint` (a stage-2 run: every network from its latest step, EMA where
 kept) excludes every other entry: it warm-starts a run with a fresh optimizer, e.g. to go on training a
-stage-2 run with another trainable set (`train.train_2d_in_stage2`) or learning rate. Every loaded tree must match the config's shapes exactly; a mismatch raises an
-error naming the source and the first differing parameters. A stage-1 run must also have been trained with
-the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its frozen 2D layers predict in that
-parametrization, and stage 2 reading them in another would train on a silently wrong target.
+stage-2 run with another trainable set (`train.train_2d_in_stage2`) or learning rate. Every loaded tree
+must match the config's shapes exactly; a mismatch raises an error naming the source and the first
+differing parameters. A stage-1 or stage-2 run must also have been trained with the same noise schedule
+and prediction type (`DIFFUSION_FIELDS`): its layers predict in that parametrization, and a run reading
+them in another would train on a silently wrong target.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from emodiff_jax.train.partition import is_stage2_layer
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
 RUNS = ("vae_checkpoint", "stage1_checkpoint", "stage2_checkpoint")  # `init` entries naming runs of this project
-# `diffusion` entries that define what the 2D layers predict; stage 2 must use a stage-1 run's values.
+# `diffusion` entries that define what the layers predict; a run must use those of the run it starts from.
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_zero_terminal_snr",
                     "prediction_type")
 
 
 def uses_loaded_weights(init: ml_collections.ConfigDict) -> bool:
-  """True when a run starts from any converted checkpoint, a VAE run or a stage-1 run rather than random init."""
+  """True when a run starts from any converted checkpoint or a VAE, stage-1 or stage-2 run, not random init."""
   return any(init.get(k) for k in CONVERTED + RUNS)
 
 
