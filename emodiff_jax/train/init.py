@@ -24,7 +24,8 @@ import ml_collections
 from flax import traverse_util
 
 from emodiff_jax.models.build import Models, init_params
-from emodiff_jax.train.partition import is_stage2_layer
+from emodiff_jax.train.partition import is_stage2_layer, trainable_labels
+from emodiff_jax.train.state import ema_modules
 
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
@@ -122,9 +123,10 @@ def stage1_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
 
 
 def stage2_params(workdir: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Every network of `params` from the latest checkpoint of a stage-2 run: the ones it trained (backbone,
-  audio projection) from its EMA when kept, the rest (VAE, ReferenceNet, wav2vec2) from its params. The
-  run's `DIFFUSION_FIELDS` must equal `diffusion`'s and every shape `params`'."""
+  """Every network of `params` from the latest checkpoint of a stage-2 run: the ones it trained (its EMA
+  networks, `state.ema_modules`: backbone, audio projection) from its EMA when kept, the rest (VAE,
+  ReferenceNet, wav2vec2) from its params. The run's `DIFFUSION_FIELDS` must equal `diffusion`'s and every
+  shape `params`'."""
   from emodiff_jax.train.checkpoint import read_latest
 
   def wanted(saved):
@@ -132,7 +134,7 @@ def stage2_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
       raise ValueError(f"init.stage2_checkpoint {workdir!r} is a stage-{saved.stage} run, not stage 2")
     _check_diffusion("stage2_checkpoint", workdir, saved, diffusion)
     if saved.optim.ema_decay > 0:
-      ema = ("backbone", "audio_proj")
+      ema = ema_modules(trainable_labels(params, 2, saved.train.get("train_2d_in_stage2", False)))
       return {"params": {k: v for k, v in params.items() if k not in ema}, "ema_params": {k: params[k] for k in ema}}
     return {"params": params}
 
