@@ -130,6 +130,7 @@ def test_launch_evaluate_on_micro_bundle_writes_the_report(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--cfg.guidance.nope=2"], "no field 'nope'"),
     (["--cfg.guidance.expression=strong"], "not a float"),
+    (["--cfg.guidance.emotion_t_min=700", "--cfg.guidance.emotion_t_max=600"], "emotion_t_min 700 > emotion_t_max 600"),
     (["--oracle", "--cfg.guidance.expression=2"], "apply to a checkpoint"),
     (["--roundtrip-only", "--cfg.guidance.expression=2"], "samples nothing"),
 ])

@@ -49,6 +49,27 @@ def test_emotion_guidance_weights():
   chex.assert_trees_all_close(combine(e, weights), expected, atol=1e-5)
 
 
+def test_emotion_guidance_interval_weights():
+  """Inside `[emotion_t_min, emotion_t_max]` the emotion scale applies, outside it the weights are those of
+  `emotion=1` (the intensity-0 pass weighs 0); the default interval holds every training timestep."""
+  g = Guidance(audio=2.0, emotion=3.0, emotion_t_min=400, emotion_t_max=800)
+  flags = [f for f, _ in g.passes()]
+  w = g.weights_at(jnp.asarray([0, 399, 400, 800, 801, 999]))
+  chex.assert_shape(w, (4, 6))
+  inside = [w_ for _, w_ in g.passes()]
+  outside = [w_ for _, w_ in Guidance(audio=2.0).passes()]
+  assert flags == [(True, False, False, False), (True, True, False, False), (True, True, True, False),
+                   (True, True, True, True)]
+  for col, on in enumerate([False, False, True, True, False, False]):
+    expected = inside if on else [outside[0], outside[1], 0.0, outside[2]]
+    np.testing.assert_allclose(w[:, col], expected)
+    assert float(w[:, col].sum()) == pytest.approx(1.0)
+  np.testing.assert_allclose(Guidance(emotion=3.0).weights_at(jnp.arange(0, 1000, 37)),
+                             np.repeat([[-2.0], [3.0]], len(range(0, 1000, 37)), axis=1))
+  with pytest.raises(ValueError, match="emotion_t_min"):
+    Guidance(emotion_t_min=600, emotion_t_max=500)
+
+
 @pytest.mark.parametrize("n,t,o", [(1, 8, 2), (8, 8, 2), (9, 8, 2), (50, 8, 2), (31, 4, 1), (17, 6, 0)])
 def test_window_plan_emits_every_frame_once(n, t, o):
   plan = WindowPlan(n, t, o)
@@ -185,3 +206,10 @@ def test_emotion_guidance_follows_the_edit(bundle):
   chex.assert_trees_all_close(same(x_t, t), f_full, atol=1e-4, rtol=1e-4)
   with pytest.raises(ValueError, match="intensity-0"):
     sampler.conditions(bundle.params, ref, x["audio"], x["expression"])
+  # Limited to an interval, emotion guidance is that output inside it and the unguided one outside it.
+  limited = _sampler(bundle, emotion=3.0, emotion_t_min=400, emotion_t_max=600)
+  denoise = limited.denoiser(bundle.params, limited.conditions(bundle.params, ref, x["audio"], x["expression"],
+                                                               neutral))
+  chex.assert_trees_all_close(denoise(x_t, t), f_neutral + 3.0 * (f_full - f_neutral), atol=1e-4, rtol=1e-4)
+  chex.assert_trees_all_close(denoise(x_t, jnp.asarray([700, 300])), apply(
+      {"params": bundle.params["backbone"]}, x_t, jnp.asarray([700, 300]), ctx, **plain), atol=1e-4, rtol=1e-4)

@@ -4,8 +4,8 @@
 
 Sampling settings come from the checkpoint's `sampling` section and are overridden with `--steps`, `--seed`
 and `--cfg.<field>=<value>` (e.g. `--cfg.guidance.audio=2.0 --cfg.sampler=dpmpp_2m`, or `--cfg.guidance.emotion=3`
-to amplify the emotion edit alone). User mistakes print one line `error: ...` naming the input and exit
-with status 2; no traceback.
+to amplify the emotion edit alone, with `--cfg.guidance.emotion_t_min=500` at timesteps >= 500 only). User
+mistakes print one line `error: ...` naming the input and exit with status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from emodiff_jax.sampling.bundle import BundleError, load_bundle
+from emodiff_jax.sampling.guidance import Guidance
 from emodiff_jax.sampling.provenance import sidecar_path
 from emodiff_jax.sampling.render import USER_ERRORS, InputError, Job, run_jobs
 from emodiff_jax.synth.expression import EMOTIONS
@@ -76,6 +77,10 @@ def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> 
     except ValueError:
       raise InputError(f"--cfg.{path}={value}: not a {type(old).__name__}") from None
     node[leaf] = new
+  try:
+    Guidance(**config.guidance)
+  except ValueError as e:
+    raise InputError(f"--cfg.guidance: {e}") from None
 
 
 def _jobs(args: argparse.Namespace) -> list[Job]:

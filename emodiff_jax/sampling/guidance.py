@@ -19,6 +19,12 @@ trajectory plus the intensity-scaled editing direction (`emotion.condition`), so
 
 pushes along what the emotion changes and nothing else (guidance on the whole expression also amplifies
 the jaw). `s_m = 1` is the form above, without the extra pass.
+
+Emotion guidance can be limited to an interval of timesteps, `emotion_t_min <= t <= emotion_t_max` (training
+timesteps; outside it `s_m` is 1 and the intensity-0 pass weighs 0), as Kynkaanniemi et al. 2024 ("Applying
+guidance in a limited interval improves sample and distribution quality") limit CFG to an interval of noise
+levels: the expression's layout is decided at high noise, the face's detail at low noise. The intensity-0
+pass still runs at every step (one jitted loop), so the interval does not save compute.
 """
 
 from __future__ import annotations
@@ -29,26 +35,47 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+# Every pass the guided output can use, `(uses_reference, uses_audio, uses_expression, uses_emotion)`.
+FLAGS = ((False, False, False, False), (True, False, False, False), (True, True, False, False),
+         (True, True, True, False), (True, True, True, True))
 
 
 @dataclasses.dataclass(frozen=True)
 class Guidance:
   """Guidance scales per condition; 1 is no guidance (the conditional pass alone), 0 ignores it; `emotion`
-  scales the emotion edit (the expression against its intensity-0 trajectory)."""
+  scales the emotion edit (the expression against its intensity-0 trajectory) at the timesteps
+  `emotion_t_min <= t <= emotion_t_max` (the default: every step)."""
 
   reference: float = 1.0
   audio: float = 1.0
   expression: float = 1.0
   emotion: float = 1.0
+  emotion_t_min: int = 0
+  emotion_t_max: int = 1000
+
+  def __post_init__(self):
+    if self.emotion_t_min > self.emotion_t_max:
+      raise ValueError(f"guidance.py: emotion_t_min {self.emotion_t_min} > emotion_t_max {self.emotion_t_max}")
+
+  def _weights(self, emotion: float) -> tuple[float, ...]:
+    """The weight of each of `FLAGS` with emotion scale `emotion`."""
+    s_r, s_a, s_e = self.reference, self.audio, self.expression
+    return (1.0 - s_r, s_r - s_a, s_a - s_e, 1.0 - emotion, s_e + emotion - 1.0)
 
   def passes(self) -> tuple[tuple[tuple[bool, bool, bool, bool], float], ...]:
-    """The passes to run: `((uses_reference, uses_audio, uses_expression, uses_emotion), weight)` with
-    weight != 0; a pass with the expression but not the emotion reads the intensity-0 trajectory."""
-    s_r, s_a, s_e, s_m = self.reference, self.audio, self.expression, self.emotion
-    flags_weights = (((False, False, False, False), 1.0 - s_r), ((True, False, False, False), s_r - s_a),
-                     ((True, True, False, False), s_a - s_e), ((True, True, True, False), 1.0 - s_m),
-                     ((True, True, True, True), s_e + s_m - 1.0))
-    return tuple((f, w) for f, w in flags_weights if w != 0.0)
+    """The passes to run: `((uses_reference, uses_audio, uses_expression, uses_emotion), weight)`, weight
+    inside the emotion interval, for those weighing != 0 inside or outside it; a pass with the expression
+    but not the emotion reads the intensity-0 trajectory."""
+    inside, outside = self._weights(self.emotion), self._weights(1.0)
+    return tuple((f, w) for f, w, w_out in zip(FLAGS, inside, outside) if w != 0.0 or w_out != 0.0)
+
+  def weights_at(self, t: Array) -> Array:
+    """The weights `[P, B]` of `passes()` at timesteps `t [B]`: the emotion scale inside its interval, 1
+    outside it."""
+    flags = [f for f, _ in self.passes()]
+    pick = lambda w: jnp.asarray([w[FLAGS.index(f)] for f in flags], jnp.float32)[:, None]
+    inside = (t >= self.emotion_t_min) & (t <= self.emotion_t_max)
+    return jnp.where(inside[None, :], pick(self._weights(self.emotion)), pick(self._weights(1.0)))
 
   @property
   def needs_neutral(self) -> bool:
@@ -56,9 +83,11 @@ class Guidance:
     return any(f[2] and not f[3] for f, _ in self.passes())
 
 
-def combine(outputs: Array, weights: tuple[float, ...]) -> Array:
-  """`outputs [P, ...]` of the passes, `weights [P]` -> the guided output `[...]` (float32 sum)."""
-  if outputs.shape[0] != len(weights):
-    raise ValueError(f"guidance.py: {outputs.shape[0]} pass outputs for {len(weights)} weights")
-  w = jnp.asarray(weights, jnp.float32).reshape((-1,) + (1,) * (outputs.ndim - 1))
+def combine(outputs: Array, weights: Array | tuple[float, ...]) -> Array:
+  """`outputs [P, B, ...]` of the passes, `weights [P]` or per example `[P, B]` -> the guided output
+  `[B, ...]` (float32 sum)."""
+  w = jnp.asarray(weights, jnp.float32)
+  if outputs.shape[0] != w.shape[0]:
+    raise ValueError(f"guidance.py: {outputs.shape[0]} pass outputs for {w.shape[0]} weights")
+  w = w.reshape(w.shape + (1,) * (outputs.ndim - w.ndim))
   return jnp.sum(outputs.astype(jnp.float32) * w, axis=0)

@@ -99,7 +99,8 @@ def sampling_config() -> ml_collections.ConfigDict:
   s.timestep_spacing = ""  # '': 'trailing' with zero-terminal-SNR schedules, else 'leading' (SD-1.5)
   s.steps_offset = 1
   s.set_alpha_to_one = False  # SD-1.5's DDIM end point
-  s.guidance = dict(reference=1.0, audio=1.0, expression=1.0, emotion=1.0)  # 1: conditional pass only
+  # 1: conditional pass only; emotion guidance at training timesteps emotion_t_min <= t <= emotion_t_max.
+  s.guidance = dict(reference=1.0, audio=1.0, expression=1.0, emotion=1.0, emotion_t_min=0, emotion_t_max=1000)
   s.batch_passes = True  # guidance passes in one backbone call (False: one call per pass)
   s.window = 8  # frames per window (the stage-2 clip length)
   s.overlap = 2  # motion frames shared with the previous window
@@ -170,7 +171,6 @@ class VideoSampler:
 
   def denoiser(self, params: Any, conds: list[dict[str, Any]]):
     """`denoise(x [B, T, h, w, 4], t [B]) -> guided model output`, the passes batched or one by one."""
-    weights = tuple(w for _, w in self.guidance.passes())
     backbone = functools.partial(self.models.backbone.apply, {"params": params["backbone"]})
 
     def denoise(x: Array, t: Array) -> Array:
@@ -182,7 +182,7 @@ class VideoSampler:
         outs = out.reshape((n, b) + out.shape[1:])
       else:
         outs = jnp.stack([backbone(x, t, self._context(b), **c) for c in conds])
-      return combine(outs, weights)
+      return combine(outs, self.guidance.weights_at(t))
 
     return denoise
 
