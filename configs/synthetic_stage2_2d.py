@@ -18,6 +18,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.train_2d_in_stage2 = True
   config.optim.learning_rate = 1e-4
   config.data.seed = 1  # not the data order the warm-start run began with
-  config.train.steps = 5000  # the shipped checkpoint's (Makefile `checkpoint`, README)
+  config.train.steps = 10000  # the shipped checkpoint's (Makefile `checkpoint`, README)
   config.train.checkpoint_every = 500
   return config
