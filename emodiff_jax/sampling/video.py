@@ -99,8 +99,7 @@ def sampling_config() -> ml_collections.ConfigDict:
   s.timestep_spacing = ""  # '': 'trailing' with zero-terminal-SNR schedules, else 'leading' (SD-1.5)
   s.steps_offset = 1
   s.set_alpha_to_one = False  # SD-1.5's DDIM end point
-  # 1: conditional pass only; emotion guidance at training timesteps emotion_t_min <= t <= emotion_t_max.
-  s.guidance = dict(reference=1.0, audio=1.0, expression=1.0, emotion=1.0, emotion_t_min=0, emotion_t_max=1000)
+  s.guidance = dataclasses.asdict(Guidance())  # scales 1: the conditional pass only; see `Guidance`
   s.batch_passes = True  # guidance passes in one backbone call (False: one call per pass)
   s.window = 8  # frames per window (the stage-2 clip length)
   s.overlap = 2  # motion frames shared with the previous window
