@@ -80,12 +80,13 @@ def diffusion() -> ml_collections.ConfigDict:
 
 
 def optim() -> ml_collections.ConfigDict:
-  """AdamW with warmup then constant/cosine, global-norm clipping, accumulation and EMA."""
+  """AdamW with warmup then constant/cosine/wsd, global-norm clipping, accumulation and EMA."""
   o = ml_collections.ConfigDict()
   o.learning_rate = 1e-5
   o.warmup_steps = 500
-  o.schedule = "constant"  # or 'cosine' (decays to 0 at train.steps)
-  o.decay_steps = 0  # the cosine's length when not 0 (a run of train.steps stops partway through it)
+  o.schedule = "constant"  # or 'cosine' (decays to 0 at train.steps), or 'wsd' (constant, then linear to 0)
+  o.decay_steps = 0  # the decay's horizon when not 0 (a run of train.steps stops partway through it)
+  o.cooldown_steps = 0  # 'wsd': the horizon's last steps, over which the rate falls linearly to 0
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8

@@ -189,6 +189,18 @@ def test_cosine_horizon_longer_than_the_run_is_the_start_of_the_longer_schedule(
     optimizer.learning_rate(_optim(schedule="cosine", decay_steps=50), 110)
 
 
+def test_wsd_is_constant_then_linear_to_zero_and_a_resumed_constant_run_is_its_start():
+  o = _optim(warmup_steps=10, schedule="wsd", cooldown_steps=40)
+  lr = optimizer.learning_rate(o, 110)
+  np.testing.assert_allclose([lr(s) for s in [0, 5, 10, 50, 70, 90, 110]], [0.0, 0.05, 0.1, 0.1, 0.1, 0.05, 0.0],
+                             atol=1e-7)
+  constant = optimizer.learning_rate(_optim(warmup_steps=10), 70)
+  np.testing.assert_allclose([lr(s) for s in range(71)], [constant(s) for s in range(71)], atol=1e-7)
+  for bad in (0, 101):
+    with pytest.raises(ValueError, match=f"cooldown_steps <= 100.*got {bad}"):
+      optimizer.learning_rate(_optim(warmup_steps=10, schedule="wsd", cooldown_steps=bad), 110)
+
+
 def test_logical_rules_shard_kernels_over_fsdp_when_divisible():
   rules = common.mesh().rules
 

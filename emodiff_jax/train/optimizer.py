@@ -1,5 +1,5 @@
-"""The optimizer from the `optim` config section: AdamW, warmup then constant or cosine, global-norm
-clipping, applied only to the parameters labelled 'train' (`partition.trainable_labels`).
+"""The optimizer from the `optim` config section: AdamW, warmup then constant, cosine or warmup-stable-decay,
+global-norm clipping, applied only to the parameters labelled 'train' (`partition.trainable_labels`).
 
 Frozen parameters go through `optax.set_to_zero()`, which keeps no state, so the AdamW moments exist only
 for what trains, and frozen values stay bit-identical (`p + 0 == p`).
@@ -12,24 +12,37 @@ from typing import Any
 import ml_collections
 import optax
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
 
 
 def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 over `warmup_steps`, then constant or cosine decay to 0 at `optim.decay_steps`
-  (0 or absent: `total_steps`, the run's length; a longer horizon makes a run that stops early the first
-  part of a longer one)."""
+  """Linear warmup from 0 over `warmup_steps`, then one of
+  - 'constant';
+  - 'cosine': decay to 0 at the horizon;
+  - 'wsd' (warmup-stable-decay, Hägele et al. 2024): constant, then linear decay to 0 over the horizon's last
+    `optim.cooldown_steps`, so a constant run resumed with `train.steps` raised and a cooldown is the same as
+    one wsd run from the start.
+  The horizon is `optim.decay_steps` (0 or absent: `total_steps`, the run's length; a longer horizon makes a
+  run that stops early the first part of a longer one)."""
   if optim.schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim.schedule!r}")
   warmup = int(optim.warmup_steps)
+  horizon = int(optim.get("decay_steps", 0) or total_steps)
+  if optim.schedule != "constant" and horizon < total_steps:
+    raise ValueError(f"optim.decay_steps={horizon} is shorter than the run's {total_steps} steps: the steps "
+                     "after it would train at learning rate 0")
   if optim.schedule == "constant":
     after = optax.constant_schedule(optim.learning_rate)
-  else:
-    horizon = int(optim.get("decay_steps", 0) or total_steps)
-    if horizon < total_steps:
-      raise ValueError(f"optim.decay_steps={horizon} is shorter than the run's {total_steps} steps: the steps "
-                       "after it would train at learning rate 0")
+  elif optim.schedule == "cosine":
     after = optax.cosine_decay_schedule(optim.learning_rate, max(1, horizon - warmup))
+  else:
+    cooldown = int(optim.get("cooldown_steps", 0))
+    if not 0 < cooldown <= horizon - warmup:
+      raise ValueError(f"optim.schedule='wsd' needs 0 < optim.cooldown_steps <= {horizon - warmup} (the steps "
+                       f"after warmup), got {cooldown}")
+    stable = horizon - warmup - cooldown
+    after = optax.join_schedules([optax.constant_schedule(optim.learning_rate),
+                                  optax.linear_schedule(optim.learning_rate, 0.0, cooldown)], [stable])
   if warmup == 0:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, optim.learning_rate, warmup), after], [warmup])
