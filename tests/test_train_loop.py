@@ -155,6 +155,34 @@ def test_stage2_checkpoint_warm_starts_every_network(stage1_runs, tmp_path):
     initial_params(config, build_models(config.model), jax.random.key(0))
 
 
+def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command_line(tmp_path, monkeypatch):
+  """`launch.export_bundle`: the stage-2 run's EMA weights (float16) and the GAN's generator go into the bundle,
+  `--cfg.` items become its sampling defaults; a bad item is a usage error and nothing is written."""
+  from configs import expr_gan_synthetic
+  from emodiff_jax.emotion import gan_loop
+  from emodiff_jax.sampling.bundle import load_bundle
+  from launch import export_bundle
+
+  config = micro_config(2, batch_size=2, num_frames=4)
+  saved = _saved_stage2_run(str(tmp_path / "s2"), config)
+  gan = expr_gan_synthetic.get_config()
+  gan.model.update(noise_dim=4, embed_dim=4, hidden_size=8, num_layers=1, disc_channels=8, disc_layers=2)
+  gan.data.update(clips_per_condition=1, num_frames=8)
+  gan.train.update(steps=1, batch_size=8, log_every=1, checkpoint_every=1)
+  g_state = gan_loop.train_expression_gan(gan, str(tmp_path / "gan"))
+  args = [f"--stage2={tmp_path / 's2'}", f"--gan={tmp_path / 'gan'}", f"--out={tmp_path / 'bundle'}"]
+
+  with pytest.raises(SystemExit) as exit_info:
+    export_bundle.main(args + ["--cfg.guidance.emotion_t_min=2000"])
+  assert exit_info.value.code == 2 and not os.path.exists(tmp_path / "bundle")
+  assert export_bundle.main(args + ["--cfg.guidance.emotion=3", "--cfg.guidance.emotion_t_min=500"]) == 0
+  bundle = load_bundle(str(tmp_path / "bundle"))
+  assert (bundle.config.sampling.guidance.emotion, bundle.config.sampling.guidance.emotion_t_min) == (3.0, 500)
+  assert bundle.config.sampling.window == 4 and bundle.config.source.stage2_step == 7
+  chex.assert_trees_all_close(bundle.params["backbone"], saved.ema_params["backbone"], atol=2e-3, rtol=2e-3)
+  chex.assert_trees_all_close(bundle.g_params, jax.device_get(g_state.g_params), atol=2e-3, rtol=2e-3)
+
+
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)
 def test_stage2_starts_from_the_stage1_checkpoint_and_keeps_it_frozen(stage1_runs, tmp_path):
   config = micro_config(2, batch_size=2, num_frames=4)

@@ -8,7 +8,8 @@ A bundle folder holds
   `models.build.Models` and `expression/generator/<path>` for the expression generator.
 
 `export_bundle` reads the latest checkpoints of a stage-2 run (EMA weights of the networks it trained,
-the rest as trained in stage 1) and of an expression GAN run; `load_bundle` rebuilds the param trees and
+the rest as trained in stage 1) and of an expression GAN run (`bundle_from_runs` + `save_bundle`, between
+which `launch.export_bundle` applies its `--cfg.` sampling defaults); `load_bundle` rebuilds the param trees and
 checks every shape against the config.
 """
 
@@ -133,12 +134,19 @@ def save_bundle(out_dir: str, config: ml_collections.ConfigDict, params: dict[st
   return out_dir
 
 
-def export_bundle(stage2_workdir: str, gan_workdir: str, out_dir: str) -> str:
-  """Writes a bundle folder from the latest checkpoints of a stage-2 run and an expression GAN run."""
+def bundle_from_runs(stage2_workdir: str, gan_workdir: str
+                     ) -> tuple[ml_collections.ConfigDict, dict[str, Any], Any]:
+  """`(config, params, g_params)` for `save_bundle` from the latest checkpoints of a stage-2 run and an
+  expression GAN run (the sampling defaults may be edited in between)."""
   config, params, step = _stage2_params(stage2_workdir)
   gan_config, g_params = load_generator(gan_workdir)
   source = dict(stage2=os.path.abspath(stage2_workdir), stage2_step=step, gan=os.path.abspath(gan_workdir))
-  return save_bundle(out_dir, bundle_config(config, gan_config, source), params, g_params)
+  return bundle_config(config, gan_config, source), params, g_params
+
+
+def export_bundle(stage2_workdir: str, gan_workdir: str, out_dir: str) -> str:
+  """Writes a bundle folder from the latest checkpoints of a stage-2 run and an expression GAN run."""
+  return save_bundle(out_dir, *bundle_from_runs(stage2_workdir, gan_workdir))
 
 
 def load_bundle(path: str) -> Bundle:
