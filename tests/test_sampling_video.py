@@ -213,3 +213,11 @@ def test_emotion_guidance_follows_the_edit(bundle):
   chex.assert_trees_all_close(denoise(x_t, t), f_neutral + 3.0 * (f_full - f_neutral), atol=1e-4, rtol=1e-4)
   chex.assert_trees_all_close(denoise(x_t, jnp.asarray([700, 300])), apply(
       {"params": bundle.params["backbone"]}, x_t, jnp.asarray([700, 300]), ctx, **plain), atol=1e-4, rtol=1e-4)
+  assert [limited.guidance.passes()[i][0] for i in limited.guidance.outside_passes()] == [(True, True, True, True)]
+  mixed = jnp.asarray([500, 700])  # one example inside the interval: all passes run, weighed per example
+  f_mixed = apply({"params": bundle.params["backbone"]}, x_t, mixed, ctx, **plain)
+  chex.assert_trees_all_close(denoise(x_t, mixed)[1], f_mixed[1], atol=1e-4, rtol=1e-4)
+  f_mixed_neutral = apply({"params": bundle.params["backbone"]}, x_t, mixed, ctx,
+                          **{**plain, "expression": jnp.asarray(neutral)})
+  chex.assert_trees_all_close(denoise(x_t, mixed)[0], (f_mixed_neutral + 3.0 * (f_mixed - f_mixed_neutral))[0],
+                              atol=1e-4, rtol=1e-4)

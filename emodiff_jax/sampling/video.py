@@ -169,19 +169,27 @@ class VideoSampler:
             for (r, a, e, m), _ in self.guidance.passes()]
 
   def denoiser(self, params: Any, conds: list[dict[str, Any]]):
-    """`denoise(x [B, T, h, w, 4], t [B]) -> guided model output`, the passes batched or one by one."""
+    """`denoise(x [B, T, h, w, 4], t [B]) -> guided model output`, the passes batched or one by one; at steps
+    where no example is in the emotion interval only the passes weighing != 0 there run."""
     backbone = functools.partial(self.models.backbone.apply, {"params": params["backbone"]})
+    keep = self.guidance.outside_passes()
 
-    def denoise(x: Array, t: Array) -> Array:
-      b = x.shape[0]
+    def run(x: Array, t: Array, w: Array, passes: list[dict[str, Any]]) -> Array:
+      b, n = x.shape[0], len(passes)
       if self.cfg.batch_passes:
-        stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *conds)
-        n = len(conds)
+        stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *passes)
         out = backbone(jnp.concatenate([x] * n), jnp.concatenate([t] * n), self._context(n * b), **stacked)
         outs = out.reshape((n, b) + out.shape[1:])
       else:
-        outs = jnp.stack([backbone(x, t, self._context(b), **c) for c in conds])
-      return combine(outs, self.guidance.weights_at(t))
+        outs = jnp.stack([backbone(x, t, self._context(b), **c) for c in passes])
+      return combine(outs, w)
+
+    def denoise(x: Array, t: Array) -> Array:
+      w = self.guidance.weights_at(t)
+      if len(keep) == len(conds):
+        return run(x, t, w, conds)
+      return jax.lax.cond(jnp.any(self.guidance.inside(t)), lambda: run(x, t, w, conds),
+                          lambda: run(x, t, w[jnp.asarray(keep)], [conds[i] for i in keep]))
 
     return denoise
 
