@@ -3,6 +3,7 @@
 
 - the `lax.scan` loop vs a Python loop over the steps (the jitted denoiser called once per step);
 - guidance passes batched into one backbone call vs one call per pass;
+- emotion guidance at every step vs limited to t >= 500 (its extra pass skipped at the other steps);
 - the ReferenceNet (and the audio encoder) run once vs at every denoising step (both in a Python loop:
   inside one `lax.scan` XLA hoists the loop-invariant ReferenceNet out of the loop by itself).
 
@@ -10,7 +11,7 @@ Per config: one window of `--window` frames (batch 1), `--steps` DDIM steps, gui
 (reference / audio / expression: 4 passes) unless a row says otherwise; seconds per frame count the
 window's sampling and the VAE decoding of its frames.
 
-  python -m benchmarks.sampling [--config tiny small] [--steps 10] [--window 8]
+  python -m benchmarks.sampling [--config tiny synthetic small] [--steps 10] [--window 8]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from benchmarks.common import print_table
-from configs import common
+from configs import common, synthetic_stage1
 from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.sampling.loop import sample, sample_python_loop
 from emodiff_jax.sampling.video import VideoSampler, sampling_config
@@ -32,6 +33,8 @@ SCALES = dict(reference=2.0, audio=3.0, expression=1.5)
 
 
 def _model(name: str) -> ml_collections.ConfigDict:
+  if name == "synthetic":  # the shipped checkpoint's model (4x VAE: 64x64 frames, 16x16 latents)
+    return synthetic_stage1.synthetic_model()
   m = common.tiny_model()
   if name == "small":  # SD-1.5's block layout, narrower, on 128x128 frames (16x16 latents)
     m.resolution = 128
@@ -64,20 +67,29 @@ def bench(name: str, steps: int, window: int) -> list[list[object]]:
   keys = jax.random.key(0)[None]
   rows = []
 
+  neutral = 0.3 * jax.random.normal(jax.random.key(5), (1, window, 50))  # intensity-0 trajectory (emotion rows)
+
   def per_frame(sampler: VideoSampler) -> float:
     ref = sampler.reference(params, image)
     motion = jnp.zeros((1, sampler.cfg.overlap) + ref["latent"].shape[1:])
 
     def run():
-      lat = sampler.window(params, ref, audio, expression, motion, jnp.asarray(False), keys, jnp.asarray(0))
+      lat = sampler.window(params, ref, audio, expression, motion, jnp.asarray(False), keys, jnp.asarray(0),
+                           neutral if sampler.guidance.needs_neutral else None)
       return sampler.decode_frames(params, lat[0])
     return time_call(run, warmup=1, repeats=3) / window
 
   guided = _sampler(model, steps, window)
   base = per_frame(guided)
   rows.append([name, "window: scan, batched passes, reference once (4 passes)", base, 1.0])
-  single = per_frame(_sampler(model, steps, window, guidance=dict(reference=1.0, audio=1.0, expression=1.0)))
+  unguided = dict(reference=1.0, audio=1.0, expression=1.0)
+  single = per_frame(_sampler(model, steps, window, guidance=unguided))
   rows.append([name, "no guidance (1 pass)", single, single / base])
+  every = per_frame(_sampler(model, steps, window, guidance=dict(unguided, emotion=3.0)))
+  rows.append([name, "emotion guidance every step (2 passes; ratio to no guidance)", every, every / single])
+  limited = per_frame(_sampler(model, steps, window, guidance=dict(unguided, emotion=3.0, emotion_t_min=500)))
+  rows.append([name, "emotion guidance at t >= 500 (2 passes there, 1 elsewhere; ratio to no guidance)", limited,
+               limited / single])
   separate = per_frame(_sampler(model, steps, window, batch_passes=False))
   rows.append([name, "guidance passes as separate calls", separate, separate / base])
 
@@ -106,7 +118,7 @@ def bench(name: str, steps: int, window: int) -> list[list[object]]:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--config", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
+  p.add_argument("--config", nargs="+", default=["tiny", "small"], choices=["tiny", "synthetic", "small"])
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--window", type=int, default=8)
   args = p.parse_args()

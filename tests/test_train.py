@@ -64,6 +64,9 @@ def test_stage2_2d_config_continues_stage2_with_the_2d_layers():
   assert cont.model == base.model and cont.diffusion == base.diffusion
   assert cont.data.sources == base.data.sources and cont.data.seed != base.data.seed
   assert cont.optim.learning_rate < base.optim.learning_rate
+  lr = optimizer.learning_rate(cont.optim, cont.train.steps)  # constant, then the cooldown to 0 at the end
+  cooldown_start = cont.train.steps - cont.optim.cooldown_steps
+  np.testing.assert_allclose([lr(cooldown_start), lr(cont.train.steps)], [cont.optim.learning_rate, 0.0], atol=1e-9)
 
 
 def test_optimizer_state_exists_only_for_trainable_params(micro_abstract):
