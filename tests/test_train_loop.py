@@ -155,7 +155,7 @@ def test_stage2_checkpoint_warm_starts_every_network(stage1_runs, tmp_path):
     initial_params(config, build_models(config.model), jax.random.key(0))
 
 
-def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command_line(tmp_path, monkeypatch):
+def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command_line(tmp_path):
   """`launch.export_bundle`: the stage-2 run's EMA weights (float16) and the GAN's generator go into the bundle,
   `--cfg.` items become its sampling defaults; a bad item is a usage error and nothing is written."""
   from configs import expr_gan_synthetic
