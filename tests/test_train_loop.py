@@ -17,6 +17,7 @@ from flax import traverse_util
 
 from emodiff_jax.models.build import build_models, init_params
 from emodiff_jax.train.checkpoint import RunCheckpoints
+from emodiff_jax.train import init as init_module
 from emodiff_jax.train.init import initial_params
 from emodiff_jax.train.loop import NonFiniteError, train
 from emodiff_jax.train.optimizer import make_optimizer
@@ -132,13 +133,22 @@ def _saved_stage2_run(workdir, config):
   return jax.device_get(state)
 
 
-def test_stage2_checkpoint_warm_starts_every_network(stage1_runs, tmp_path):
+def test_stage2_checkpoint_warm_starts_every_network(stage1_runs, tmp_path, monkeypatch):
   """`init.stage2_checkpoint`: backbone and audio projection from the run's EMA, the other networks from its
-  params; a stage-1 run, another prediction type or a second init entry are refused by name."""
+  params, with no random init run (only traced for shapes); a stage-1 run, another prediction type or a
+  second init entry are refused by name."""
   config = micro_config(2, batch_size=2, num_frames=4)
   saved = _saved_stage2_run(str(tmp_path / "s2"), config)
   config.init.stage2_checkpoint = str(tmp_path / "s2")
+  concrete_inits = []
+
+  def counting_init(models, model_config, rng):
+    concrete_inits.append(not isinstance(rng, jax.core.Tracer))
+    return init_params(models, model_config, rng)
+
+  monkeypatch.setattr(init_module, "init_params", counting_init)
   params = jax.device_get(initial_params(config, build_models(config.model), jax.random.key(0)))
+  assert concrete_inits == [False]
   for name in ("backbone", "audio_proj"):
     chex.assert_trees_all_equal(params[name], saved.ema_params[name])
   for name in ("vae", "reference_net", "wav2vec2"):

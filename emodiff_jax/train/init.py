@@ -7,12 +7,13 @@ EMA, else its raw one) -> a stage-1 run (`stage1_checkpoint`: its VAE, and its E
 backbone 2D layers when it kept EMA, else its raw ones; stage 2's motion, audio and expression layers
 keep their random init, see `train/partition.py`). `vae_checkpoint` excludes `vae` and `stage1_checkpoint`,
 which also set the VAE. `stage2_checkpoint` (a stage-2 run: every network from its latest step, EMA where
-kept) excludes every other entry: it warm-starts a run with a fresh optimizer, e.g. to go on training a
-stage-2 run with another trainable set (`train.train_2d_in_stage2`) or learning rate. Every loaded tree
-must match the config's shapes exactly; a mismatch raises an error naming the source and the first
-differing parameters. A stage-1 or stage-2 run must also have been trained with the same noise schedule
-and prediction type (`DIFFUSION_FIELDS`): its layers predict in that parametrization, and a run reading
-them in another would train on a silently wrong target.
+kept) excludes every other entry and skips the random init (only shapes are traced): it warm-starts a run
+with a fresh optimizer, e.g. to go on training a stage-2 run with another trainable set
+(`train.train_2d_in_stage2`) or learning rate. Every loaded tree must match the config's shapes exactly; a
+mismatch raises an error naming the source and the first differing parameters. A stage-1 or stage-2 run
+must also have been trained with the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its
+layers predict in that parametrization, and a run reading them in another would train on a silently wrong
+target.
 """
 
 from __future__ import annotations
@@ -123,10 +124,10 @@ def stage1_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
 
 
 def stage2_params(workdir: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Every network of `params` from the latest checkpoint of a stage-2 run: the ones it trained (its EMA
-  networks, `state.ema_modules`: backbone, audio projection) from its EMA when kept, the rest (VAE,
-  ReferenceNet, wav2vec2) from its params. The run's `DIFFUSION_FIELDS` must equal `diffusion`'s and every
-  shape `params`'."""
+  """Every network of `params` (arrays or `jax.ShapeDtypeStruct`s) from the latest checkpoint of a stage-2
+  run: the ones it trained (its EMA networks, `state.ema_modules`: backbone, audio projection) from its EMA
+  when kept, the rest (VAE, ReferenceNet, wav2vec2) from its params. The run's `DIFFUSION_FIELDS` must equal
+  `diffusion`'s and every shape `params`'."""
   from emodiff_jax.train.checkpoint import read_latest
 
   def wanted(saved):
@@ -166,6 +167,11 @@ def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.A
   others = [k for k in CONVERTED + RUNS if init.get(k) and k != "stage2_checkpoint"]
   if init.get("stage2_checkpoint") and others:
     raise ValueError(f"init.stage2_checkpoint sets every network: leave init.{', init.'.join(others)} empty")
+  if init.get("stage2_checkpoint"):
+    # Every network comes from the run: only the shapes are needed (eager random init of each leaf cost
+    # 92 s before the checkpoint was read on an H200, at the synthetic config).
+    abstract = jax.eval_shape(lambda k: init_params(models, config.model, k), rng)
+    return stage2_params(init.stage2_checkpoint, abstract, config.diffusion)
   params = init_params(models, config.model, rng)
   if any(init[k] for k in CONVERTED):
     params = pretrained_params(init, models, params)
@@ -173,8 +179,6 @@ def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.A
     params = vae_run_params(init.vae_checkpoint, params)
   if init.stage1_checkpoint:
     params = stage1_params(init.stage1_checkpoint, params, config.diffusion)
-  if init.get("stage2_checkpoint"):
-    params = stage2_params(init.stage2_checkpoint, params, config.diffusion)
   return params
 
 
