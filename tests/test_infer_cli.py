@@ -170,6 +170,7 @@ def test_jobs_file_renders_good_jobs_and_reports_the_bad_one(files, capsys):
     (["--image=/nonexistent/face.png"], "/nonexistent/face.png"),
     (["--audio=SILENT"], "silent"),
     (["--cfg.num_stepz=3"], "no field 'num_stepz'"),
+    (["--cfg.guidance.rescale=1.5"], "rescale must be in [0, 1]"),
 ])
 def test_user_errors_are_one_line(files, tmp_path, capsys, extra, needle):
   extra = [e.replace("SILENT", files["silent"]) for e in extra]

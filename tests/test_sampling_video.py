@@ -1,4 +1,4 @@
-"""Video sampling: guidance weights, window plans, the jitted window sampler (scan vs Python loop, guidance
+"""Video sampling: guidance weights and rescale, window plans, the jitted window sampler (scan vs Python loop, guidance
 scale 1 vs the conditional pass, batched vs separate guidance passes, conditions and motion frames change
 the output) and the bundle format."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emodiff_jax.sampling.bundle import BundleError, load_bundle
-from emodiff_jax.sampling.guidance import Guidance, combine
+from emodiff_jax.sampling.guidance import Guidance, combine, rescale_guidance
 from emodiff_jax.sampling.loop import sample, sample_python_loop
 from emodiff_jax.sampling.video import VideoSampler, WindowPlan, window_audio, window_expression
 from tests.inference_fixtures import write_micro_bundle
@@ -68,6 +68,25 @@ def test_emotion_guidance_interval_weights():
                              np.repeat([[-2.0], [3.0]], len(range(0, 1000, 37)), axis=1))
   with pytest.raises(ValueError, match="emotion_t_min"):
     Guidance(emotion_t_min=600, emotion_t_max=500)
+
+
+def test_guidance_rescale_is_lin_et_al_per_frame():
+  """Lin et al. 2024 Sec. 3.4 written out per frame in numpy: phi = 1 gives each frame the positive output's
+  standard deviation, phi = 0 changes nothing; the rescale keeps the all-conditions pass even at weight 0."""
+  rng = np.random.default_rng(0)
+  guided = rng.normal(0, 3.0, (2, 3, 4, 4, 4)).astype(np.float32)
+  positive = rng.normal(0, 1.0, (2, 3, 4, 4, 4)).astype(np.float32)
+  for phi in (0.0, 0.7, 1.0):
+    std = lambda a: a.reshape(2, 3, -1).std(-1)[..., None, None, None]
+    expected = phi * guided * std(positive) / std(guided) + (1 - phi) * guided
+    chex.assert_trees_all_close(rescale_guidance(jnp.asarray(guided), jnp.asarray(positive), phi), expected, rtol=1e-5)
+  out = np.asarray(rescale_guidance(jnp.asarray(guided), jnp.asarray(positive), 1.0))
+  np.testing.assert_allclose(out.reshape(2, 3, -1).std(-1), positive.reshape(2, 3, -1).std(-1), rtol=1e-5)
+  g = Guidance(expression=0.0, rescale=0.7)  # e_3 weighs 0 (s_e + s_m - 1 = 0) but the rescale reads it
+  assert g.passes() == (((True, True, False, False), 1.0), ((True, True, True, True), 0.0))
+  assert g.outside_passes() == (0, 1)
+  with pytest.raises(ValueError, match="rescale"):
+    Guidance(rescale=1.5)
 
 
 @pytest.mark.parametrize("n,t,o", [(1, 8, 2), (8, 8, 2), (9, 8, 2), (50, 8, 2), (31, 4, 1), (17, 6, 0)])
@@ -214,6 +233,16 @@ def test_emotion_guidance_follows_the_edit(bundle):
   chex.assert_trees_all_close(denoise(x_t, jnp.asarray([700, 300])), apply(
       {"params": bundle.params["backbone"]}, x_t, jnp.asarray([700, 300]), ctx, **plain), atol=1e-4, rtol=1e-4)
   assert [limited.guidance.passes()[i][0] for i in limited.guidance.outside_passes()] == [(True, True, True, True)]
+  # With guidance rescale: each frame of the guided output at the full pass's standard deviation inside the
+  # interval (phi = 1), and the unguided output (nothing to rescale) outside it.
+  rescaled = _sampler(bundle, emotion=3.0, emotion_t_min=400, emotion_t_max=600, rescale=1.0)
+  denoise_r = rescaled.denoiser(bundle.params, rescaled.conditions(bundle.params, ref, x["audio"], x["expression"],
+                                                                   neutral))
+  f_guided = f_neutral + 3.0 * (f_full - f_neutral)
+  std = lambda a: jnp.std(a, axis=(2, 3, 4), keepdims=True)
+  chex.assert_trees_all_close(denoise_r(x_t, t), f_guided * std(f_full) / std(f_guided), atol=1e-4, rtol=1e-4)
+  chex.assert_trees_all_close(denoise_r(x_t, jnp.asarray([700, 300])), denoise(x_t, jnp.asarray([700, 300])),
+                              atol=1e-4, rtol=1e-4)
   mixed = jnp.asarray([500, 700])  # one example inside the interval: all passes run, weighed per example
   f_mixed = apply({"params": bundle.params["backbone"]}, x_t, mixed, ctx, **plain)
   chex.assert_trees_all_close(denoise(x_t, mixed)[1], f_mixed[1], atol=1e-4, rtol=1e-4)

@@ -4,8 +4,9 @@
 
 Sampling settings come from the checkpoint's `sampling` section and are overridden with `--steps`, `--seed`
 and `--cfg.<field>=<value>` (e.g. `--cfg.guidance.audio=2.0 --cfg.sampler=dpmpp_2m`, or `--cfg.guidance.emotion=3`
-to amplify the emotion edit alone, with `--cfg.guidance.emotion_t_min=500` at timesteps >= 500 only). User
-mistakes print one line `error: ...` naming the input and exit with status 2; no traceback.
+to amplify the emotion edit alone, with `--cfg.guidance.emotion_t_min=500` at timesteps >= 500 only, and
+`--cfg.guidance.rescale=0.7` to pull the guided output's scale back, `guidance.py`). User mistakes print one
+line `error: ...` naming the input and exit with status 2; no traceback.
 """
 
 from __future__ import annotations

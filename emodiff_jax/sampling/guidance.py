@@ -26,6 +26,12 @@ guidance in a limited interval improves sample and distribution quality") limit 
 levels: the expression's layout is decided at high noise, the face's detail at low noise. Passes that weigh
 0 outside the interval (the intensity-0 one) run only at steps inside it (`lax.cond` in the sampler), so
 guidance on 8 of 15 steps costs 8 extra passes, not 15.
+
+Guidance rescale (`rescale` = phi; Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+Flawed", Sec. 3.4, proposed with zero-terminal-SNR v-prediction models like ours): large guidance scales
+inflate the output's standard deviation (over-exposed images in their paper). Each frame's guided output is
+brought back to the standard deviation of the all-conditions output `e_3`, then mixed with the unrescaled one,
+`out = phi out (std(e_3) / std(out)) + (1 - phi) out`, on the model output as diffusers' pipelines do.
 """
 
 from __future__ import annotations
@@ -53,10 +59,13 @@ class Guidance:
   emotion: float = 1.0
   emotion_t_min: int = 0
   emotion_t_max: int = 1000
+  rescale: float = 0.0  # phi of Lin et al.'s guidance rescale: 0 off, 0.7 theirs
 
   def __post_init__(self):
     if self.emotion_t_min > self.emotion_t_max:
       raise ValueError(f"guidance.py: emotion_t_min {self.emotion_t_min} > emotion_t_max {self.emotion_t_max}")
+    if not 0.0 <= self.rescale <= 1.0:
+      raise ValueError(f"guidance.py: rescale must be in [0, 1], got {self.rescale}")
 
   def _weights(self, emotion: float) -> tuple[float, ...]:
     """The weight of each of `FLAGS` with emotion scale `emotion`."""
@@ -65,10 +74,12 @@ class Guidance:
 
   def passes(self) -> tuple[tuple[tuple[bool, bool, bool, bool], float], ...]:
     """The passes to run: `((uses_reference, uses_audio, uses_expression, uses_emotion), weight)`, weight
-    inside the emotion interval, for those weighing != 0 inside or outside it; a pass with the expression
-    but not the emotion reads the intensity-0 trajectory."""
+    inside the emotion interval, for those weighing != 0 inside or outside it (and the all-conditions pass
+    when `rescale` reads it); a pass with the expression but not the emotion reads the intensity-0
+    trajectory."""
     inside, outside = self._weights(self.emotion), self._weights(1.0)
-    return tuple((f, w) for f, w, w_out in zip(FLAGS, inside, outside) if w != 0.0 or w_out != 0.0)
+    return tuple((f, w) for f, w, w_out in zip(FLAGS, inside, outside)
+                 if w != 0.0 or w_out != 0.0 or (self.rescale and f == FLAGS[-1]))
 
   def inside(self, t: Array) -> Array:
     """Whether timesteps `t [B]` are in the emotion interval `[B]` (bool)."""
@@ -82,10 +93,11 @@ class Guidance:
     return jnp.where(self.inside(t)[None, :], pick(self._weights(self.emotion)), pick(self._weights(1.0)))
 
   def outside_passes(self) -> tuple[int, ...]:
-    """Indices into `passes()` of those weighing != 0 outside the emotion interval (all others weigh 0
-    there and need not run)."""
+    """Indices into `passes()` of those weighing != 0 outside the emotion interval, and of the
+    all-conditions pass when `rescale` reads it (all others weigh 0 there and need not run)."""
     outside = self._weights(1.0)
-    return tuple(i for i, (f, _) in enumerate(self.passes()) if outside[FLAGS.index(f)] != 0.0)
+    return tuple(i for i, (f, _) in enumerate(self.passes())
+                 if outside[FLAGS.index(f)] != 0.0 or (self.rescale and f == FLAGS[-1]))
 
   @property
   def needs_neutral(self) -> bool:
@@ -101,3 +113,11 @@ def combine(outputs: Array, weights: Array | tuple[float, ...]) -> Array:
     raise ValueError(f"guidance.py: {outputs.shape[0]} pass outputs for {w.shape[0]} weights")
   w = w.reshape(w.shape + (1,) * (outputs.ndim - w.ndim))
   return jnp.sum(outputs.astype(jnp.float32) * w, axis=0)
+
+
+def rescale_guidance(guided: Array, positive: Array, phi: float) -> Array:
+  """Guidance rescale (module docstring): `guided [B, T, ...]` with each frame's standard deviation brought
+  to that of `positive [B, T, ...]` (the all-conditions output), mixed by `phi`."""
+  axes = tuple(range(2, guided.ndim))
+  ratio = jnp.std(positive, axis=axes, keepdims=True) / jnp.maximum(jnp.std(guided, axis=axes, keepdims=True), 1e-6)
+  return guided * (phi * ratio + (1.0 - phi))

@@ -36,7 +36,7 @@ import numpy as np
 
 from emodiff_jax.diffusion.schedule import add_noise
 from emodiff_jax.models.build import Models
-from emodiff_jax.sampling.guidance import Guidance, combine
+from emodiff_jax.sampling.guidance import FLAGS, Guidance, combine, rescale_guidance
 from emodiff_jax.sampling.loop import sample
 from emodiff_jax.train.objective import DiffusionObjective
 from emodiff_jax.train.preview import to_uint8
@@ -169,12 +169,15 @@ class VideoSampler:
             for (r, a, e, m), _ in self.guidance.passes()]
 
   def denoiser(self, params: Any, conds: list[dict[str, Any]]):
-    """`denoise(x [B, T, h, w, 4], t [B]) -> guided model output`, the passes batched or one by one; at steps
-    where no example is in the emotion interval only the passes weighing != 0 there run."""
+    """`denoise(x [B, T, h, w, 4], t [B]) -> guided model output` (rescaled when `guidance.rescale`), the
+    passes batched or one by one; at steps where no example is in the emotion interval only the passes
+    weighing != 0 there run."""
     backbone = functools.partial(self.models.backbone.apply, {"params": params["backbone"]})
     keep = self.guidance.outside_passes()
+    flags = [f for f, _ in self.guidance.passes()]
 
-    def run(x: Array, t: Array, w: Array, passes: list[dict[str, Any]]) -> Array:
+    def run(x: Array, t: Array, w: Array, which: tuple[int, ...]) -> Array:
+      passes = [conds[i] for i in which]
       b, n = x.shape[0], len(passes)
       if self.cfg.batch_passes:
         stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *passes)
@@ -182,14 +185,18 @@ class VideoSampler:
         outs = out.reshape((n, b) + out.shape[1:])
       else:
         outs = jnp.stack([backbone(x, t, self._context(b), **c) for c in passes])
-      return combine(outs, w)
+      guided = combine(outs, w)
+      if not self.guidance.rescale:
+        return guided
+      positive = outs[[flags[i] for i in which].index(FLAGS[-1])]
+      return rescale_guidance(guided, positive.astype(jnp.float32), self.guidance.rescale)
 
     def denoise(x: Array, t: Array) -> Array:
       w = self.guidance.weights_at(t)
       if len(keep) == len(conds):
-        return run(x, t, w, conds)
-      return jax.lax.cond(jnp.any(self.guidance.inside(t)), lambda: run(x, t, w, conds),
-                          lambda: run(x, t, w[jnp.asarray(keep)], [conds[i] for i in keep]))
+        return run(x, t, w, tuple(range(len(conds))))
+      return jax.lax.cond(jnp.any(self.guidance.inside(t)), lambda: run(x, t, w, tuple(range(len(conds)))),
+                          lambda: run(x, t, w[jnp.asarray(keep)], keep))
 
     return denoise
 
