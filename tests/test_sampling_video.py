@@ -1,6 +1,6 @@
-"""Video sampling: guidance weights and rescale, window plans, the jitted window sampler (scan vs Python loop, guidance
-scale 1 vs the conditional pass, batched vs separate guidance passes, conditions and motion frames change
-the output) and the bundle format."""
+"""Video sampling: guidance weights and rescale, window plans, the jitted window sampler (scan vs Python
+loop, guidance scale 1 vs the conditional pass, batched vs separate guidance passes, conditions and motion
+frames change the output) and the bundle format."""
 
 import chex
 import jax
@@ -79,7 +79,8 @@ def test_guidance_rescale_is_lin_et_al_per_frame():
   for phi in (0.0, 0.7, 1.0):
     std = lambda a: a.reshape(2, 3, -1).std(-1)[..., None, None, None]
     expected = phi * guided * std(positive) / std(guided) + (1 - phi) * guided
-    chex.assert_trees_all_close(rescale_guidance(jnp.asarray(guided), jnp.asarray(positive), phi), expected, rtol=1e-5)
+    out = rescale_guidance(jnp.asarray(guided), jnp.asarray(positive), phi)
+    chex.assert_trees_all_close(out, expected, rtol=1e-5)
   out = np.asarray(rescale_guidance(jnp.asarray(guided), jnp.asarray(positive), 1.0))
   np.testing.assert_allclose(out.reshape(2, 3, -1).std(-1), positive.reshape(2, 3, -1).std(-1), rtol=1e-5)
   g = Guidance(expression=0.0, rescale=0.7)  # e_3 weighs 0 (s_e + s_m - 1 = 0) but the rescale reads it

@@ -16,8 +16,8 @@ import pytest
 from flax import traverse_util
 
 from emodiff_jax.models.build import build_models, init_params
-from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train import init as init_module
+from emodiff_jax.train.checkpoint import RunCheckpoints
 from emodiff_jax.train.init import initial_params
 from emodiff_jax.train.loop import NonFiniteError, train
 from emodiff_jax.train.optimizer import make_optimizer

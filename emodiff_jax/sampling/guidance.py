@@ -119,5 +119,6 @@ def rescale_guidance(guided: Array, positive: Array, phi: float) -> Array:
   """Guidance rescale (module docstring): `guided [B, T, ...]` with each frame's standard deviation brought
   to that of `positive [B, T, ...]` (the all-conditions output), mixed by `phi`."""
   axes = tuple(range(2, guided.ndim))
-  ratio = jnp.std(positive, axis=axes, keepdims=True) / jnp.maximum(jnp.std(guided, axis=axes, keepdims=True), 1e-6)
+  spread = lambda a: jnp.std(a, axis=axes, keepdims=True)
+  ratio = spread(positive) / jnp.maximum(spread(guided), 1e-6)
   return guided * (phi * ratio + (1.0 - phi))
