@@ -2,7 +2,7 @@
 # GPU checks for a machine with an NVIDIA GPU and the CUDA JAX + PyTorch already installed: versions, then the
 # named parts, each in its own process under its own time limit (one that fails or runs long leaves the rest).
 # On an H200 one row of `train_step --config sd15` takes 150-210 s (models built 40 s, PyTorch step 10-18 s, our
-# compile 80-110 s), so each part is one row; `unet_small` took 145 s (its xla variant compiled and timed in 97 s).
+# compile 80-110 s), so each part is one row; `unet_small` took 154 s (its xla variant compiled and timed in 97 s).
 # sd15_xla runs out of GPU memory (README). Every row is in the README; the default parts (the cuDNN attention
 # test and the 2D UNet rows, about 5 minutes) re-check a new JAX or driver.
 # Logs go to $OUT (default /tmp/gpu_checks).
