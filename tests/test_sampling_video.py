@@ -76,8 +76,8 @@ def test_guidance_rescale_is_lin_et_al_per_frame():
   rng = np.random.default_rng(0)
   guided = rng.normal(0, 3.0, (2, 3, 4, 4, 4)).astype(np.float32)
   positive = rng.normal(0, 1.0, (2, 3, 4, 4, 4)).astype(np.float32)
+  std = lambda a: a.reshape(2, 3, -1).std(-1)[..., None, None, None]
   for phi in (0.0, 0.7, 1.0):
-    std = lambda a: a.reshape(2, 3, -1).std(-1)[..., None, None, None]
     expected = phi * guided * std(positive) / std(guided) + (1 - phi) * guided
     out = rescale_guidance(jnp.asarray(guided), jnp.asarray(positive), phi)
     chex.assert_trees_all_close(out, expected, rtol=1e-5)

@@ -72,6 +72,10 @@ class Guidance:
     s_r, s_a, s_e = self.reference, self.audio, self.expression
     return (1.0 - s_r, s_r - s_a, s_a - s_e, 1.0 - emotion, s_e + emotion - 1.0)
 
+  def _rescale_reads(self, flags: tuple[bool, bool, bool, bool]) -> bool:
+    """Whether the rescale needs this pass whatever its weight: the all-conditions one, when it is on."""
+    return bool(self.rescale) and flags == FLAGS[-1]
+
   def passes(self) -> tuple[tuple[tuple[bool, bool, bool, bool], float], ...]:
     """The passes to run: `((uses_reference, uses_audio, uses_expression, uses_emotion), weight)`, weight
     inside the emotion interval, for those weighing != 0 inside or outside it (and the all-conditions pass
@@ -79,7 +83,7 @@ class Guidance:
     trajectory."""
     inside, outside = self._weights(self.emotion), self._weights(1.0)
     return tuple((f, w) for f, w, w_out in zip(FLAGS, inside, outside)
-                 if w != 0.0 or w_out != 0.0 or (self.rescale and f == FLAGS[-1]))
+                 if w != 0.0 or w_out != 0.0 or self._rescale_reads(f))
 
   def inside(self, t: Array) -> Array:
     """Whether timesteps `t [B]` are in the emotion interval `[B]` (bool)."""
@@ -97,7 +101,7 @@ class Guidance:
     all-conditions pass when `rescale` reads it (all others weigh 0 there and need not run)."""
     outside = self._weights(1.0)
     return tuple(i for i, (f, _) in enumerate(self.passes())
-                 if outside[FLAGS.index(f)] != 0.0 or (self.rescale and f == FLAGS[-1]))
+                 if outside[FLAGS.index(f)] != 0.0 or self._rescale_reads(f))
 
   @property
   def needs_neutral(self) -> bool:

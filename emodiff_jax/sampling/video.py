@@ -173,8 +173,8 @@ class VideoSampler:
     passes batched or one by one; at steps where no example is in the emotion interval only the passes
     weighing != 0 there run."""
     backbone = functools.partial(self.models.backbone.apply, {"params": params["backbone"]})
-    keep = self.guidance.outside_passes()
-    flags = [f for f, _ in self.guidance.passes()]
+    keep, every = self.guidance.outside_passes(), tuple(range(len(conds)))
+    full = [f for f, _ in self.guidance.passes()].index(FLAGS[-1]) if self.guidance.rescale else None
 
     def run(x: Array, t: Array, w: Array, which: tuple[int, ...]) -> Array:
       passes = [conds[i] for i in which]
@@ -188,14 +188,13 @@ class VideoSampler:
       guided = combine(outs, w)
       if not self.guidance.rescale:
         return guided
-      positive = outs[[flags[i] for i in which].index(FLAGS[-1])]
-      return rescale_guidance(guided, positive.astype(jnp.float32), self.guidance.rescale)
+      return rescale_guidance(guided, outs[which.index(full)].astype(jnp.float32), self.guidance.rescale)
 
     def denoise(x: Array, t: Array) -> Array:
       w = self.guidance.weights_at(t)
-      if len(keep) == len(conds):
-        return run(x, t, w, tuple(range(len(conds))))
-      return jax.lax.cond(jnp.any(self.guidance.inside(t)), lambda: run(x, t, w, tuple(range(len(conds)))),
+      if keep == every:
+        return run(x, t, w, every)
+      return jax.lax.cond(jnp.any(self.guidance.inside(t)), lambda: run(x, t, w, every),
                           lambda: run(x, t, w[jnp.asarray(keep)], keep))
 
     return denoise
