@@ -43,6 +43,11 @@ def dot_product_attention(
   Returns:
     `[B, Lq, H, Dh]` in the dtype of `q`.
   """
+  with jax.named_scope("sdpa"):  # names the kernel's ops in profiles (`benchmarks/op_profile.py`)
+    return _attention(q, k, v, implementation, bias)
+
+
+def _attention(q: Array, k: Array, v: Array, implementation: Optional[str], bias: Optional[Array]) -> Array:
   if implementation == "matmul":
     return _matmul_attention(q, k, v, bias)
   if implementation == "chunked":

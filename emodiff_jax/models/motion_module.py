@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodiff_jax.models.layers import Dense
+from emodiff_jax.models.layers import Dense, GroupNorm
 import numpy as np
 
 from emodiff_jax.models.attention import Attention
@@ -124,7 +124,7 @@ class TemporalTransformer(nn.Module):
     n, h, w, c = x.shape
     b, t = n // num_frames, num_frames
     # GroupNorm statistics over (T, H, W) of each clip, as diffusers normalises [B, C, T, H, W].
-    y = nn.GroupNorm(self.norm_num_groups, epsilon=1e-6, dtype=self.dtype, name="norm")(x.reshape(b, t * h, w, c))
+    y = GroupNorm(self.norm_num_groups, epsilon=1e-6, dtype=self.dtype, name="norm")(x.reshape(b, t * h, w, c))
     y = y.reshape(b, t, h * w, c).transpose(0, 2, 1, 3).reshape(b * h * w, t, c)
     y = Dense(c, dtype=self.dtype, name="proj_in")(y)
     for k in range(self.num_layers):

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodiff_jax.models.layers import GroupNorm
+
 Array = jax.Array
 
 
@@ -83,11 +85,11 @@ class ResnetBlock2D(nn.Module):
   def __call__(self, x: Array, temb: Optional[Array] = None) -> Array:
     """x `[N, H, W, Cin]`, temb `[N, Ct]` or None -> `[N, H, W, Cout]`."""
     out_ch = self.out_channels or x.shape[-1]
-    h = nn.GroupNorm(self.groups, epsilon=self.eps, dtype=self.dtype, name="norm1")(x)
+    h = GroupNorm(self.groups, epsilon=self.eps, dtype=self.dtype, name="norm1")(x)
     h = conv3x3(out_ch, "conv1", self.dtype)(nn.silu(h))
     if temb is not None:
       h = h + nn.Dense(out_ch, dtype=self.dtype, name="time_emb_proj")(nn.silu(temb))[:, None, None, :]
-    h = nn.GroupNorm(self.groups, epsilon=self.eps, dtype=self.dtype, name="norm2")(h)
+    h = GroupNorm(self.groups, epsilon=self.eps, dtype=self.dtype, name="norm2")(h)
     h = conv3x3(out_ch, "conv2", self.dtype)(nn.silu(h))
     if x.shape[-1] != out_ch:
       x = nn.Conv(out_ch, (1, 1), dtype=self.dtype, name="conv_shortcut")(x)

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodiff_jax.models.layers import Dense
+from emodiff_jax.models.layers import Dense, GroupNorm
 
 from emodiff_jax.models.attention import Attention
 
@@ -131,7 +131,7 @@ class Transformer2DModel(nn.Module):
     inner = self.heads * self.dim_head
     proj = lambda name, f: (Dense(f, dtype=self.dtype, name=name) if self.use_linear_projection
                             else nn.Conv(f, (1, 1), dtype=self.dtype, name=name))
-    h = nn.GroupNorm(self.norm_num_groups, epsilon=1e-6, dtype=self.dtype, name="norm")(x)
+    h = GroupNorm(self.norm_num_groups, epsilon=1e-6, dtype=self.dtype, name="norm")(x)
     h = proj("proj_in", inner)(h).reshape(n, hgt * wid, inner)
     features: Features = {}
     for k in range(self.num_layers):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from emodiff_jax.models.embeddings import TimestepEmbedding, timestep_embedding
+from emodiff_jax.models.layers import GroupNorm
 from emodiff_jax.models.resnet import conv3x3
 from emodiff_jax.models.unet_blocks import DownBlock, MidBlock, UpBlock
 from emodiff_jax.models.unet_config import UNetConfig
@@ -96,7 +97,7 @@ class UNet(nn.Module):
           c, index, c.block_out_channels[index], num_layers, _block_kind(_UP, kind), **blocks,
           add_upsample=i < nblocks - 1, name=name)(x, block_skips, temb, encoder_hidden_states, cond, sub(name))
 
-    x = nn.GroupNorm(c.norm_num_groups, epsilon=c.norm_eps, dtype=self.dtype, name="conv_norm_out")(x)
+    x = GroupNorm(c.norm_num_groups, epsilon=c.norm_eps, dtype=self.dtype, name="conv_norm_out")(x)
     x = conv3x3(c.out_channels, "conv_out", self.dtype)(nn.silu(x))
     features = {k: v for k, v in features.items() if v}
     return (x, features) if return_reference_features else x

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from emodiff_jax.models.attention import project_attend
+from emodiff_jax.models.layers import GroupNorm
 from emodiff_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D, conv3x3
 
 Array = jax.Array
@@ -89,7 +90,7 @@ class VAEAttention(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     b, h, w, c = x.shape
-    y = nn.GroupNorm(self.groups, epsilon=EPS, dtype=self.dtype, name="group_norm")(x).reshape(b, h * w, c)
+    y = GroupNorm(self.groups, epsilon=EPS, dtype=self.dtype, name="group_norm")(x).reshape(b, h * w, c)
     y = project_attend(y, y, heads=1, dim_head=c, out_dim=c, qkv_bias=True, dtype=self.dtype)
     return x + y.reshape(b, h, w, c)
 
@@ -144,7 +145,7 @@ class Encoder(nn.Module):
       x = _Stage(ch, c.layers_per_block, c.norm_num_groups, "down" if i < last else None, self.dtype,
                  name=f"down_blocks_{i}")(x)
     x = MidBlock(c, self.dtype, name="mid_block")(x)
-    x = nn.silu(nn.GroupNorm(c.norm_num_groups, epsilon=EPS, dtype=self.dtype, name="conv_norm_out")(x))
+    x = nn.silu(GroupNorm(c.norm_num_groups, epsilon=EPS, dtype=self.dtype, name="conv_norm_out")(x))
     return conv3x3(2 * c.latent_channels, "conv_out", self.dtype)(x)
 
 
@@ -163,7 +164,7 @@ class Decoder(nn.Module):
     for i, ch in enumerate(reversed(c.block_out_channels)):
       x = _Stage(ch, c.layers_per_block + 1, c.norm_num_groups, "up" if i < last else None, self.dtype,
                  name=f"up_blocks_{i}")(x)
-    x = nn.silu(nn.GroupNorm(c.norm_num_groups, epsilon=EPS, dtype=self.dtype, name="conv_norm_out")(x))
+    x = nn.silu(GroupNorm(c.norm_num_groups, epsilon=EPS, dtype=self.dtype, name="conv_norm_out")(x))
     return conv3x3(c.out_channels, "conv_out", self.dtype)(x)
 
 
