@@ -13,7 +13,10 @@ loss of both sides is compared (same weights, same inputs) as a check that they 
 `sd15` is SD-1.5's UNet with AnimateDiff's motion modules at 512x512 (64x64 latents): for accelerators.
 
   python -m benchmarks.train_step [--config tiny small] [--frames 8 16 32] [--remat none nothing_saveable]
-                                  [--dtype float32] [--attention xla]
+                                  [--dtype float32] [--attention xla] [--profile]
+
+`--profile` also profiles the step on both sides and prints where its time goes, by kind of work
+(`benchmarks/op_profile.py`), with the speed-up ours would have if its attention core took no time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import DTYPES, print_table, torch_autocast, torch_device, torch_synced
+from benchmarks.op_profile import CATEGORIES, jax_op_times, torch_op_times
 from configs import common
 from emodiff_jax.convert.backbone import build_backbone
 from emodiff_jax.models.backbone import Backbone
@@ -76,8 +80,9 @@ def _models(name: str, tmp: str):
 
 
 def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype: str, x, t, ctx, noise,
-          peak: float, count_only: bool = False):
-  """Our step from `build_backbone`'s `(backbone, params)`: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss).
+          peak: float, count_only: bool = False, profile: bool = False):
+  """Our step from `build_backbone`'s `(backbone, params)`: (seconds, FLOPs, MFU, XLA peak bytes, first-step loss,
+  time by kind of work or None).
 
   FLOPs are counted on the step traced with XLA attention whatever `attention` runs (`flops.jaxpr_flops`),
   so every backend and kernel is measured against the same count. `count_only`: FLOPs alone, nothing compiled
@@ -109,7 +114,7 @@ def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype
   counted = jitted_step(None).trace(state, batch)
   flops = jaxpr_flops(counted.jaxpr)
   if count_only:
-    return float("nan"), flops, float("nan"), float("nan"), float("nan")
+    return float("nan"), flops, float("nan"), float("nan"), float("nan"), None
   start = time.perf_counter()
   timed = counted if attention == "xla" else jitted_step(attention).trace(state, batch)
   compiled = timed.lower().compile()
@@ -124,11 +129,13 @@ def _ours(built: tuple[Backbone, dict], remat: str | None, attention: str, dtype
     return m["loss"]
 
   seconds = time_call(run, warmup=1, repeats=3)
-  return seconds, flops, flops / seconds / peak, peak_bytes, float(losses[0])
+  first_loss = float(losses[0])
+  work = jax_op_times(run, compiled.as_text()) if profile else None
+  return seconds, flops, flops / seconds / peak, peak_bytes, first_loss, work
 
 
-def _torch_step(ref, device: str, dtype: str, x, t, ctx, noise):
-  """The PyTorch step: (seconds, first-step loss, peak CUDA bytes or None)."""
+def _torch_step(ref, device: str, dtype: str, x, t, ctx, noise, profile: bool = False):
+  """The PyTorch step: (seconds, first-step loss, peak CUDA bytes or None, time by kind of work or None)."""
   import torch
 
   initial = {k: v.clone() for k, v in ref.state_dict().items()}  # restored below: each dtype starts from these
@@ -159,10 +166,12 @@ def _torch_step(ref, device: str, dtype: str, x, t, ctx, noise):
     torch.cuda.reset_peak_memory_stats()
   seconds = time_call(torch_synced(step, device), warmup=1, repeats=3)
   peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+  first_loss = float(losses[0])
+  work = torch_op_times(torch_synced(step, device)) if profile else None
   ref.to("cpu").load_state_dict(initial)
   if device == "cuda":
     torch.cuda.empty_cache()
-  return seconds, float(losses[0]), peak
+  return seconds, first_loss, peak, work
 
 
 def main() -> None:
@@ -176,6 +185,7 @@ def main() -> None:
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
   parser.add_argument("--count-only", action="store_true",
                       help="count each row's FLOPs, time nothing (a config too big for this machine)")
+  parser.add_argument("--profile", action="store_true", help="also print each step's time by kind of work")
   args = parser.parse_args()
 
   import torch
@@ -184,7 +194,7 @@ def main() -> None:
   device = torch_device()
   peaks = {d: matmul_peak_flops(dtype=DTYPES[d]) for d in args.dtype}
   print("measured matmul peak " + ", ".join(f"{k} {v / 1e12:.3g} TFLOP/s" for k, v in peaks.items()), flush=True)
-  rows = []
+  rows, profile_rows = [], []
   mib = lambda b: "-" if b is None else b / 2**20
   for name in args.config:
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,14 +210,21 @@ def main() -> None:
         noise = rng.standard_normal(x.shape, np.float32)
         t = rng.integers(0, 1000, (args.batch,)).astype(np.int32)
         ctx = rng.standard_normal((args.batch, 8, d), np.float32)
-        torch_s, torch_loss, torch_mem = None, None, None
+        torch_s, torch_loss, torch_mem, torch_work = None, None, None, None
         if not (args.no_torch or args.count_only):
           start = time.perf_counter()
-          torch_s, torch_loss, torch_mem = _torch_step(ref, device, dtype, x, t, ctx, noise)
+          torch_s, torch_loss, torch_mem, torch_work = _torch_step(ref, device, dtype, x, t, ctx, noise, args.profile)
           print(f"PyTorch step timed in {time.perf_counter() - start:.0f} s", flush=True)
         for attention, remat in ((a, r) for a in args.attention for r in args.remat):
-          sec, flops, mfu, mem, loss = _ours(built, None if remat == "none" else remat, attention,
-                                             dtype, x, t, ctx, noise, peaks[dtype], args.count_only)
+          sec, flops, mfu, mem, loss, work = _ours(built, None if remat == "none" else remat, attention, dtype, x,
+                                                   t, ctx, noise, peaks[dtype], args.count_only, args.profile)
+          if work and torch_work:
+            key = (name, frames, dtype, attention, remat)
+            profile_rows += [key + (c, work[c], torch_work[c], torch_work[c] / max(work[c], 1e-9))
+                             for c in CATEGORIES + ("total",)]
+            rest = work["total"] - work["attention core"]
+            profile_rows.append(key + ("total without our attention core", rest, torch_work["total"],
+                                       torch_work["total"] / rest))
           rows.append((name, frames, dtype, attention, remat, sec * 1e3, args.batch * frames / sec, flops / 1e9,
                        f"{100 * mfu:.1f}%", mem / 2**20, mib(torch_mem),
                        "-" if torch_s is None else torch_s * 1e3,
@@ -221,6 +238,11 @@ def main() -> None:
       ("config", "frames", "dtype", "attention", "remat", "ours (ms)", "frames/s", "GFLOP/step", "MFU",
        "XLA peak MiB", "torch CUDA peak MiB", "diffusers torch (ms)", "speed-up", "loss rel. diff"),
       rows)
+  if profile_rows:
+    print_table(
+        "Train step by kind of work (profiled op time per step, ms; benchmarks/op_profile.py)",
+        ("config", "frames", "dtype", "attention", "remat", "work", "ours (ms)", "diffusers (ms)", "diffusers / ours"),
+        profile_rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ ratio is meaningful. `--dtype bfloat16` computes in bfloat16 on both sides (ours
 dtype, params float32; PyTorch: autocast).
 
   python -m benchmarks.unet_step [--config small|tiny] [--batch 4] [--repeats 5] [--dtype float32 bfloat16]
+      [--profile]
+
+`--profile` then profiles one forward+backward on each side and prints where its time goes, by kind of
+work (`benchmarks/op_profile.py`), with the speed-up ours would have if its attention core took no time:
+what the rest of the step allows.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import DTYPES, print_table, torch_autocast, torch_device, torch_synced
+from benchmarks.op_profile import CATEGORIES, jax_op_times, torch_op_times
 from emodiff_jax.convert.unet import load_unet2d
 from emodiff_jax.models.unet import UNet
 from emodiff_jax.train.flops import time_call
@@ -44,6 +50,7 @@ def main() -> None:
   parser.add_argument("--attention", nargs="+", default=["xla", "matmul", "chunked"],
                       help="UNetConfig.attention_impl values to time ('cudnn' needs a GPU and --dtype bfloat16)")
   parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["float32"])
+  parser.add_argument("--profile", action="store_true", help="also print the forward+backward time by kind of work")
   args = parser.parse_args()
 
   import diffusers
@@ -51,7 +58,7 @@ def main() -> None:
 
   torch.set_num_threads(os.cpu_count() or 1)
   device = torch_device()
-  rows = []
+  rows, profile_rows = [], []
   for name, dtype in ((n, d) for n in args.config for d in args.dtype):
     cfg = CONFIGS[name]
     start = time.perf_counter()
@@ -78,7 +85,9 @@ def main() -> None:
       fwd_bwd = jax.jit(jax.value_and_grad(loss))
       ours[impl] = (time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats),
                     time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats),
-                    np.asarray(fwd(params, x, t, ctx), np.float32))
+                    np.asarray(fwd(params, x, t, ctx), np.float32),
+                    jax_op_times(lambda: fwd_bwd(params, x, t, ctx), fwd_bwd.lower(params, x, t, ctx).compile().as_text())
+                    if args.profile else None)
       print(f"{impl}: compiled and timed in {time.perf_counter() - start:.0f} s", flush=True)
 
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
@@ -99,8 +108,15 @@ def main() -> None:
     ref_f = time_call(torch_synced(torch_fwd, device), repeats=args.repeats)
     ref_fb = time_call(torch_synced(torch_fwd_bwd, device), repeats=args.repeats)
     ref_out = torch_fwd().float().cpu().numpy().transpose(0, 2, 3, 1)
+    ref_profile = torch_op_times(torch_synced(torch_fwd_bwd, device)) if args.profile else None
     print(f"PyTorch timed in {time.perf_counter() - start:.0f} s", flush=True)
-    for impl, (ours_f, ours_fb, out) in ours.items():
+    for impl, (ours_f, ours_fb, out, profile) in ours.items():
+      if profile:
+        profile_rows += [(name, dtype, impl, c, profile[c], ref_profile[c], ref_profile[c] / max(profile[c], 1e-9))
+                         for c in CATEGORIES + ("total",)]
+        rest = profile["total"] - profile["attention core"]
+        profile_rows.append((name, dtype, impl, "total without our attention core", rest, ref_profile["total"],
+                             ref_profile["total"] / rest))
       err = f"{np.linalg.norm(out - ref_out) / np.linalg.norm(ref_out):.1e}"
       rows.append((name, dtype, b, f"{s}x{s}", impl, "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f, err))
       rows.append((name, dtype, b, f"{s}x{s}", impl, "forward+backward", ours_fb * 1e3, ref_fb * 1e3,
@@ -113,6 +129,12 @@ def main() -> None:
        "speed-up", "output rel. diff"),
       rows,
   )
+  if profile_rows:
+    print_table(
+        "Forward+backward by kind of work (profiled op time per call, ms; benchmarks/op_profile.py)",
+        ("config", "dtype", "attention", "work", "ours (ms)", "diffusers (ms)", "diffusers / ours"),
+        profile_rows,
+    )
 
 
 if __name__ == "__main__":
