@@ -23,6 +23,12 @@ def test_kernels_match_a_float64_softmax_attention(impl):
   np.testing.assert_allclose(out, _naive(*(x.astype(np.float64) for x in (q, k, v))), atol=1e-5)
 
 
+def test_default_kernel_is_chunked_on_cpu_and_xla_elsewhere():
+  q = jnp.ones((1, 128, 2, 8))
+  traced = str(jax.make_jaxpr(lambda q: dot_product_attention(q, q, q))(q))
+  assert ("custom_vjp_call" in traced) == (jax.default_backend() == "cpu"), traced
+
+
 def test_extra_kv_equals_attending_to_the_concatenated_context():
   attn = Attention(heads=2, dim_head=4)
   x, ref = jnp.ones((1, 6, 8)) * jnp.arange(6.0)[None, :, None], jnp.linspace(-1, 1, 24).reshape(1, 3, 8)

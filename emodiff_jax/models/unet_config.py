@@ -85,7 +85,7 @@ class UNetConfig:
   flip_sin_to_cos: bool = True
   freq_shift: int = 0
   downsample_padding: int = 1
-  attention_impl: Optional[str] = None
+  attention_impl: Optional[str] = None  # models/attention.py: None is 'chunked' on CPU, 'xla' elsewhere
   # Rematerialise every down/mid/up block in the backward pass (`nn.remat`) with this
   # `jax.checkpoint_policies` policy, e.g. "nothing_saveable" or "dots_with_no_batch_dims_saveable".
   remat_policy: Optional[str] = None
