@@ -83,11 +83,11 @@ def main() -> None:
       fwd = jax.jit(lambda p, x, t, c, unet=unet: unet.apply({"params": p}, x, t, c))
       loss = lambda p, x, t, c, unet=unet: jnp.mean(unet.apply({"params": p}, x, t, c).astype(jnp.float32) ** 2)
       fwd_bwd = jax.jit(jax.value_and_grad(loss))
+      run_fwd_bwd = lambda: fwd_bwd(params, x, t, ctx)
+      work = (jax_op_times(run_fwd_bwd, fwd_bwd.lower(params, x, t, ctx).compile().as_text())
+              if args.profile else None)
       ours[impl] = (time_call(lambda: fwd(params, x, t, ctx), repeats=args.repeats),
-                    time_call(lambda: fwd_bwd(params, x, t, ctx), repeats=args.repeats),
-                    np.asarray(fwd(params, x, t, ctx), np.float32),
-                    jax_op_times(lambda: fwd_bwd(params, x, t, ctx), fwd_bwd.lower(params, x, t, ctx).compile().as_text())
-                    if args.profile else None)
+                    time_call(run_fwd_bwd, repeats=args.repeats), np.asarray(fwd(params, x, t, ctx), np.float32), work)
       print(f"{impl}: compiled and timed in {time.perf_counter() - start:.0f} s", flush=True)
 
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)

@@ -15,8 +15,8 @@ EXPRESSION_DIM = 50  # FLAME expression coefficients, as regressed by DECA.
 
 def unet_runtime() -> dict:
   """UNet fields that change how it runs, not its params: the attention kernel (None: the backend's
-  default, 'chunked' on CPU and 'xla' elsewhere; 'cudnn', 'matmul', ...) and the per-block rematerialisation policy (None: off; a
-  `jax.checkpoint_policies` name such as 'nothing_saveable')."""
+  default, 'chunked' on CPU and 'xla' elsewhere; 'cudnn', 'matmul', ...) and the per-block
+  rematerialisation policy (None: off; a `jax.checkpoint_policies` name such as 'nothing_saveable')."""
   return dict(attention_impl=placeholder(str), remat_policy=placeholder(str))
 
 
