@@ -12,9 +12,9 @@ can say which kind of work makes a speed ratio:
 - `other`: the rest (activations, residual adds, reductions, copies and layout changes).
 
 Ours from a `jax.profiler` trace (Perfetto JSON, one event per executed HLO instruction, mapped to the
-compiled module's instructions); PyTorch's from `torch.profiler` self CPU times. Times are per call;
-ours sum the executed ops, which may overlap on several threads, so their total can differ a little
-from the wall time that `time_call` measures.
+compiled module's instructions; that is XLA:CPU's trace, a GPU trace names kernels instead and is not
+mapped); PyTorch's from `torch.profiler` self CPU times. Times are per call; ours sum the executed ops,
+which may overlap on several threads, so their total can exceed the wall time that `time_call` measures.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def main() -> None:
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
   parser.add_argument("--count-only", action="store_true",
                       help="count each row's FLOPs, time nothing (a config too big for this machine)")
-  parser.add_argument("--profile", action="store_true", help="also print each step's time by kind of work")
+  parser.add_argument("--profile", action="store_true", help="also print each step's time by kind of work (CPU)")
   args = parser.parse_args()
 
   import torch

@@ -50,7 +50,8 @@ def main() -> None:
   parser.add_argument("--attention", nargs="+", default=["xla", "matmul", "chunked"],
                       help="UNetConfig.attention_impl values to time ('cudnn' needs a GPU and --dtype bfloat16)")
   parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["float32"])
-  parser.add_argument("--profile", action="store_true", help="also print the forward+backward time by kind of work")
+  parser.add_argument("--profile", action="store_true",
+                      help="also print the forward+backward time by kind of work (CPU)")
   args = parser.parse_args()
 
   import diffusers
