@@ -121,6 +121,14 @@ def torch_op_times(fn: Callable[[], Any], repeats: int = 3) -> dict[str, float]:
   return _with_total(times)
 
 
+def comparison_rows(ours: dict[str, float], theirs: dict[str, float]) -> list[tuple[str, float, float, float]]:
+  """`(work, ours ms, theirs ms, theirs / ours)` per category and the total, then the bound: the total
+  without our attention core against their whole total (the speed-up left were our attention free)."""
+  rows = [(c, ours[c], theirs[c], theirs[c] / max(ours[c], 1e-9)) for c in CATEGORIES + ("total",)]
+  rest = ours["total"] - ours["attention core"]
+  return rows + [("total without our attention core", rest, theirs["total"], theirs["total"] / rest)]
+
+
 def _with_total(times: collections.Counter) -> dict[str, float]:
   out = {c: times[c] for c in CATEGORIES}
   out["total"] = sum(out.values())

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import DTYPES, print_table, torch_autocast, torch_device, torch_synced
-from benchmarks.op_profile import CATEGORIES, jax_op_times, torch_op_times
+from benchmarks.op_profile import comparison_rows, jax_op_times, torch_op_times
 from configs import common
 from emodiff_jax.convert.backbone import build_backbone
 from emodiff_jax.models.backbone import Backbone
@@ -219,12 +219,8 @@ def main() -> None:
           sec, flops, mfu, mem, loss, work = _ours(built, None if remat == "none" else remat, attention, dtype, x,
                                                    t, ctx, noise, peaks[dtype], args.count_only, args.profile)
           if work and torch_work:
-            key = (name, frames, dtype, attention, remat)
-            profile_rows += [key + (c, work[c], torch_work[c], torch_work[c] / max(work[c], 1e-9))
-                             for c in CATEGORIES + ("total",)]
-            rest = work["total"] - work["attention core"]
-            profile_rows.append(key + ("total without our attention core", rest, torch_work["total"],
-                                       torch_work["total"] / rest))
+            profile_rows += [(name, frames, dtype, attention, remat) + row
+                             for row in comparison_rows(work, torch_work)]
           rows.append((name, frames, dtype, attention, remat, sec * 1e3, args.batch * frames / sec, flops / 1e9,
                        f"{100 * mfu:.1f}%", mem / 2**20, mib(torch_mem),
                        "-" if torch_s is None else torch_s * 1e3,

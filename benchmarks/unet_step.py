@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import DTYPES, print_table, torch_autocast, torch_device, torch_synced
-from benchmarks.op_profile import CATEGORIES, jax_op_times, torch_op_times
+from benchmarks.op_profile import comparison_rows, jax_op_times, torch_op_times
 from emodiff_jax.convert.unet import load_unet2d
 from emodiff_jax.models.unet import UNet
 from emodiff_jax.train.flops import time_call
@@ -113,11 +113,7 @@ def main() -> None:
     print(f"PyTorch timed in {time.perf_counter() - start:.0f} s", flush=True)
     for impl, (ours_f, ours_fb, out, profile) in ours.items():
       if profile:
-        profile_rows += [(name, dtype, impl, c, profile[c], ref_profile[c], ref_profile[c] / max(profile[c], 1e-9))
-                         for c in CATEGORIES + ("total",)]
-        rest = profile["total"] - profile["attention core"]
-        profile_rows.append((name, dtype, impl, "total without our attention core", rest, ref_profile["total"],
-                             ref_profile["total"] / rest))
+        profile_rows += [(name, dtype, impl) + row for row in comparison_rows(profile, ref_profile)]
       err = f"{np.linalg.norm(out - ref_out) / np.linalg.norm(ref_out):.1e}"
       rows.append((name, dtype, b, f"{s}x{s}", impl, "forward", ours_f * 1e3, ref_f * 1e3, ref_f / ours_f, err))
       rows.append((name, dtype, b, f"{s}x{s}", impl, "forward+backward", ours_fb * 1e3, ref_fb * 1e3,

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks.op_profile import CATEGORIES, jax_op_times, torch_op_times
+from benchmarks.op_profile import CATEGORIES, comparison_rows, jax_op_times, torch_op_times
 
 
 class _Step(nn.Module):
@@ -50,3 +50,13 @@ def test_torch_op_times_splits_a_step_by_kind_of_work():
   times = torch_op_times(step)
   for category in ("attention core", "convolution", "dense (matmul)", "normalisation", "other"):
     assert times[category] > 0, (category, times)
+
+
+def test_comparison_rows_end_with_the_bound_of_a_free_attention_core():
+  ours = {"attention core": 60.0, "convolution": 20.0, "dense (matmul)": 10.0, "normalisation": 5.0, "other": 5.0,
+          "total": 100.0}
+  theirs = {c: 10.0 for c in CATEGORIES} | {"total": 50.0}
+  rows = comparison_rows(ours, theirs)
+  assert [r[0] for r in rows] == list(CATEGORIES) + ["total", "total without our attention core"]
+  assert rows[0] == ("attention core", 60.0, 10.0, 10.0 / 60.0)
+  assert rows[-1] == ("total without our attention core", 40.0, 50.0, 1.25)
