@@ -73,6 +73,10 @@ def diffusion() -> ml_collections.ConfigDict:
   # each timestep's epsilon error by 1 / alpha_bar (= 1 + 1/SNR), so high-noise steps, where the sample's
   # layout is decided, count as much as in v-training (Salimans & Ho 2022) while the network stays epsilon.
   d.loss_target = ""
+  # > 0: each latent cell's error weighted by 1 + change_weight * (its change against the reference latent,
+  # over the frame's largest), so the mouth, brows and emotion marks count more than the still background
+  # (`diffusion/losses.change_weights`). 0: plain mean.
+  d.change_weight = 0.0
   # Each condition dropped independently per example (classifier-free guidance, see cond_dropout.py).
   d.cond_drop = dict(reference=0.05, audio=0.05, expression=0.05)
   d.latents = "vae"  # 'vae': encode frames in the step (frozen); 'precomputed': batch holds 'latents'
@@ -130,6 +134,7 @@ def init() -> ml_collections.ConfigDict:
   i = ml_collections.ConfigDict()
   i.stage1_checkpoint = ""  # a stage-1 workdir: ReferenceNet + backbone 2D (+ VAE) from its latest step
   i.stage2_checkpoint = ""  # a stage-2 workdir: every network from its latest step (a fresh optimizer)
+  i.bundle = ""  # an inference bundle (sampling/bundle.py): every network from it (a fresh optimizer)
   i.unet2d = ""  # diffusers UNet2DConditionModel folder (SD-1.5): ReferenceNet and backbone 2D layers
   i.motion_adapter = ""  # diffusers MotionAdapter folder (AnimateDiff)
   i.vae = ""  # diffusers AutoencoderKL folder

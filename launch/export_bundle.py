@@ -1,5 +1,5 @@
-"""Writes an inference checkpoint (bundle) from a stage-2 run and an expression GAN run; see
-emodiff_jax/sampling/bundle.py.
+"""Writes an inference checkpoint (bundle) from a stage-2 run and an expression GAN run (or the expression
+generator of another bundle, `--gan=<bundle folder>`); see emodiff_jax/sampling/bundle.py.
 
   python -m launch.export_bundle --stage2=/tmp/emodiff/stage2 --gan=/tmp/emodiff/expr_gan \
       --out=data/checkpoints/synthetic [--cfg.guidance.emotion=3 --cfg.guidance.emotion_t_min=500]
@@ -21,7 +21,7 @@ from emodiff_jax.sampling.video import sampling_config
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m launch.export_bundle", description=__doc__.split("\n")[0])
   p.add_argument("--stage2", required=True, help="stage-2 training workdir (its latest checkpoint is used)")
-  p.add_argument("--gan", required=True, help="expression GAN workdir")
+  p.add_argument("--gan", required=True, help="expression GAN workdir, or a bundle folder whose generator to keep")
   p.add_argument("--out", required=True, help="bundle folder to write")
   args, overrides = p.parse_known_args(argv)
   try:

@@ -89,6 +89,20 @@ def test_the_objective_measures_its_loss_in_diffusion_loss_target(micro):
   assert as_v > 1.01 * own
 
 
+def test_the_objective_weights_its_loss_by_diffusion_change_weight(micro):
+  """`diffusion.change_weight` reaches the training loss, and a vanishing weight gives the plain loss back."""
+  _, params, batch, config, models = micro
+  d = config.diffusion.copy_and_resolve_references()
+  kw = dict(audio_margin=config.data.audio_margin, num_keys=1)
+  own = condition_use.denoising_loss(models, d, params, batch, **kw)
+  d.change_weight = 1e-6
+  assert condition_use.denoising_loss(models, d, params, batch, **kw) == pytest.approx(own, rel=1e-5)
+  d.change_weight = 4.0
+  # A random model errs about equally everywhere, so the weighting moves the loss by little, but by 100x
+  # more than the vanishing weight above may.
+  assert abs(condition_use.denoising_loss(models, d, params, batch, **kw) - own) > 1e-3 * own
+
+
 def test_emotion_latent_shift_is_the_mean_squared_change_of_scaled_latents(micro):
   from emodiff_jax.synth.expression import expression_vector
   from emodiff_jax.synth.identity import make_identity

@@ -109,6 +109,37 @@ def test_diffusion_loss_weighted_mean():
     losses.diffusion_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
 
 
+def test_change_weights_stress_the_cells_that_differ_from_the_reference():
+  rng = np.random.default_rng(2)
+  ref = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+  x0 = np.repeat(ref[:, None], 3, axis=1)
+  x0[0, 1, 2, 3] += 2.0  # frame 1 of example 0: one cell moved by 2, another by 1 (channel means)
+  x0[0, 1, 0, 0, 0] += 3.0
+  w = np.asarray(losses.change_weights(jnp.asarray(x0), jnp.asarray(ref), 4.0))
+  chex.assert_shape(w, (2, 3, 4, 4, 1))
+  want = np.ones_like(w)
+  want[0, 1, 2, 3], want[0, 1, 0, 0] = 5.0, 3.0
+  np.testing.assert_allclose(w, want, rtol=1e-6)  # unchanged frames (peak 0) weigh every cell 1
+  np.testing.assert_array_equal(losses.change_weights(jnp.asarray(x0), jnp.asarray(ref), 0.0), np.ones_like(w))
+  with pytest.raises(ValueError, match='losses.py: change weight'):
+    losses.change_weights(jnp.asarray(x0), jnp.asarray(ref), -1.0)
+
+
+def test_diffusion_loss_with_cell_weights_is_each_examples_weighted_mean():
+  rng = np.random.default_rng(3)
+  pred, target = rng.standard_normal((2, 3, 2, 4, 4, 2), dtype=np.float32)
+  cells = rng.uniform(1, 5, (3, 2, 4, 4, 1)).astype(np.float32)
+  err = (pred.astype(np.float64) - target) ** 2
+  w = np.broadcast_to(cells, err.shape)
+  per = (err * w).reshape(3, -1).sum(1) / w.reshape(3, -1).sum(1)
+  got = losses.diffusion_loss(jnp.asarray(pred), jnp.asarray(target), cell_weights=jnp.asarray(cells))
+  np.testing.assert_allclose(got, per.mean(), rtol=1e-6)
+  assert abs(float(got) - err.mean()) > 1e-3  # the weights move it off the plain mean
+  np.testing.assert_allclose(
+      losses.diffusion_loss(jnp.asarray(pred), jnp.asarray(target), cell_weights=jnp.full_like(cells, 3.0)),
+      err.mean(), rtol=1e-6)
+
+
 def test_an_epsilon_model_measured_in_v_space_weights_its_error_by_one_over_alpha_bar(noisy):
   s, x0, noise, t, x_t = noisy
   delta = 0.1 * jax.random.normal(jax.random.PRNGKey(3), x0.shape)

@@ -165,6 +165,30 @@ def test_stage2_checkpoint_warm_starts_every_network(stage1_runs, tmp_path, monk
     initial_params(config, build_models(config.model), jax.random.key(0))
 
 
+def test_bundle_warm_starts_every_network(tmp_path):
+  """`init.bundle`: every network from an inference bundle's weights as stored (float16); another prediction
+  type, another model layout or a second init entry are refused by name."""
+  from emodiff_jax.sampling.bundle import load_bundle
+  from tests.inference_fixtures import write_micro_bundle
+
+  path = write_micro_bundle(str(tmp_path / "bundle"))
+  config = micro_config(2, batch_size=2, num_frames=4)
+  config.init.bundle = path
+  params = jax.device_get(initial_params(config, build_models(config.model), jax.random.key(0)))
+  chex.assert_trees_all_equal(params, load_bundle(path).params)
+
+  config.diffusion.prediction_type = "epsilon"  # the bundle's model predicts v
+  with pytest.raises(ValueError, match="init.bundle .* was trained with diffusion prediction_type"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+  config.diffusion.prediction_type = "v_prediction"
+  config.model.expression.tokens = 3  # the bundle's expression projection makes 2 tokens
+  with pytest.raises(ValueError, match="backbone params do not match config.model"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+  config.init.stage2_checkpoint = str(tmp_path / "s2")
+  with pytest.raises(ValueError, match="init.stage2_checkpoint sets every network: leave init.bundle"):
+    initial_params(config, build_models(config.model), jax.random.key(0))
+
+
 def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command_line(tmp_path):
   """`launch.export_bundle`: the stage-2 run's EMA weights (float16) and the GAN's generator go into the bundle,
   `--cfg.` items become its sampling defaults; a bad item is a usage error and nothing is written."""
@@ -191,6 +215,11 @@ def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command
   assert bundle.config.sampling.window == 4 and bundle.config.source.stage2_step == 7
   chex.assert_trees_all_close(bundle.params["backbone"], saved.ema_params["backbone"], atol=2e-3, rtol=2e-3)
   chex.assert_trees_all_close(bundle.g_params, jax.device_get(g_state.g_params), atol=2e-3, rtol=2e-3)
+  # `--gan=<bundle>` keeps that bundle's generator (and its GAN config) as stored.
+  assert export_bundle.main(args[:1] + [f"--gan={tmp_path / 'bundle'}", f"--out={tmp_path / 'bundle2'}"]) == 0
+  again = load_bundle(str(tmp_path / "bundle2"))
+  chex.assert_trees_all_equal(again.g_params, bundle.g_params)
+  assert again.config.gan == bundle.config.gan and again.config.source.gan == str(tmp_path / "bundle")
 
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)

@@ -1,5 +1,5 @@
 """Diffusion training objective: targets, Min-SNR-gamma weights (Hang et al. 2023), the loss in another
-prediction space, and offset noise."""
+prediction space, weights on the latent cells that change against the reference, and offset noise."""
 
 from __future__ import annotations
 
@@ -45,31 +45,57 @@ def loss_weights(schedule: NoiseSchedule, t: Array, prediction_type: str,
   return clipped
 
 
-def diffusion_loss(pred: Array, target: Array, *, weights: Optional[Array] = None) -> Array:
-  """Scalar loss: per-example MSE over all non-batch axes of `[B, ...]`, then the (weighted) batch mean.
+def change_weights(x0: Array, reference: Array, strength: float) -> Array:
+  """Per-cell loss weights `[B, T, h, w, 1]` stressing where each clean frame `x0 [B, T, h, w, C]` differs
+  from the reference latent `[B, h, w, C]`: `1 + strength * d / max(d)`, with `d` the channel-mean absolute
+  difference and the max over each frame's cells.
+
+  In talking-head clips the reference is the same face, so `d` is large only where the frame moves away from
+  it (mouth, brows, the emotion's marks) and the background and hair, identical in both, keep weight 1: a
+  mask-free form of the face-region loss weighting of Hallo (Xu et al. 2024, lip / expression masks).
+  """
+  if strength < 0:
+    raise ValueError(f'losses.py: change weight strength must be >= 0, got {strength}')
+  d = jnp.mean(jnp.abs(x0.astype(jnp.float32) - reference[:, None].astype(jnp.float32)), axis=-1, keepdims=True)
+  peak = jnp.max(d, axis=(2, 3), keepdims=True)
+  return jax.lax.stop_gradient(1.0 + strength * d / jnp.maximum(peak, 1e-6))
+
+
+def diffusion_loss(pred: Array, target: Array, *, weights: Optional[Array] = None,
+                   cell_weights: Optional[Array] = None) -> Array:
+  """Scalar loss: per-example mean squared error over all non-batch axes of `[B, ...]` (weighted by
+  `cell_weights`, broadcastable to `pred`, when given: `sum(w * err) / sum(w)`), then the batch mean
+  weighted by `weights [B]`.
 
   Computed in float32 whatever the prediction dtype.
   """
   if pred.shape != target.shape:
     raise ValueError(f'losses.py: pred {pred.shape} and target {target.shape} differ in shape')
   err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
-  per_example = err.reshape(err.shape[0], -1).mean(axis=1)
+  if cell_weights is None:
+    per_example = err.reshape(err.shape[0], -1).mean(axis=1)
+  else:
+    w = jnp.broadcast_to(cell_weights.astype(jnp.float32), err.shape).reshape(err.shape[0], -1)
+    per_example = jnp.sum(err.reshape(err.shape[0], -1) * w, axis=1) / jnp.sum(w, axis=1)
   if weights is not None:
     per_example = per_example * weights.astype(jnp.float32)
   return per_example.mean()
 
 
 def prediction_loss(schedule: NoiseSchedule, x_t: Array, pred: Array, x0: Array, noise: Array, t: Array,
-                    prediction_type: str, loss_target: str = "", min_snr_gamma: Optional[float] = None) -> Array:
+                    prediction_type: str, loss_target: str = "", min_snr_gamma: Optional[float] = None,
+                    cell_weights: Optional[Array] = None) -> Array:
   """Scalar loss of the model output `pred` (a `prediction_type` prediction at `x_t [B, ...]`, `t int[B]`) for
   the clean sample `x0` and `noise`, measured as `loss_target` ('' = `prediction_type`): the output is
-  converted to that space and regressed on its target, with its Min-SNR-gamma weights. An epsilon model
-  measured as 'v_prediction' has its squared error weighted by `1 / alpha_bar_t = 1 + 1 / SNR`."""
+  converted to that space and regressed on its target, with its Min-SNR-gamma weights (and `cell_weights`,
+  see `diffusion_loss`). An epsilon model measured as 'v_prediction' has its squared error weighted by
+  `1 / alpha_bar_t = 1 + 1 / SNR`."""
   space = loss_target or prediction_type
   if space != prediction_type:
     pred = convert_prediction(schedule, x_t, pred, t, prediction_type, space)
   target = training_target(schedule, x0, noise, t, space)
-  return diffusion_loss(pred, target, weights=loss_weights(schedule, t, space, min_snr_gamma))
+  return diffusion_loss(pred, target, weights=loss_weights(schedule, t, space, min_snr_gamma),
+                        cell_weights=cell_weights)
 
 
 def offset_noise(rng: Array, shape: Sequence[int], strength: float) -> Array:

@@ -8,7 +8,8 @@ A bundle folder holds
   `models.build.Models` and `expression/generator/<path>` for the expression generator.
 
 `export_bundle` reads the latest checkpoints of a stage-2 run (EMA weights of the networks it trained,
-the rest as trained in stage 1) and of an expression GAN run (`bundle_from_runs` + `save_bundle`, between
+the rest as trained in stage 1) and of an expression GAN run, or takes another bundle's expression generator
+(`bundle_from_runs` + `save_bundle`, between
 which `launch.export_bundle` applies its `--cfg.` sampling defaults); `load_bundle` rebuilds the param trees
 and checks every shape against the config.
 """
@@ -134,12 +135,21 @@ def save_bundle(out_dir: str, config: ml_collections.ConfigDict, params: dict[st
   return out_dir
 
 
+def _generator(path: str) -> tuple[ml_collections.ConfigDict, Any]:
+  """`(gan config, generator params)` of an expression GAN run's latest checkpoint, or of a bundle folder."""
+  if all(os.path.isfile(os.path.join(path, f)) for f in (CONFIG, PARAMS)):
+    bundle = load_bundle(path)
+    return bundle.config.gan, bundle.g_params
+  return load_generator(path)
+
+
 def bundle_from_runs(stage2_workdir: str, gan_workdir: str
                      ) -> tuple[ml_collections.ConfigDict, dict[str, Any], Any]:
   """`(config, params, g_params)` for `save_bundle` from the latest checkpoints of a stage-2 run and an
-  expression GAN run (the sampling defaults may be edited in between)."""
+  expression GAN run, or another bundle's generator when `gan_workdir` is a bundle folder (the sampling
+  defaults may be edited in between)."""
   config, params, step = _stage2_params(stage2_workdir)
-  gan_config, g_params = load_generator(gan_workdir)
+  gan_config, g_params = _generator(gan_workdir)
   source = dict(stage2=os.path.abspath(stage2_workdir), stage2_step=step, gan=os.path.abspath(gan_workdir))
   return bundle_config(config, gan_config, source), params, g_params
 

@@ -9,7 +9,8 @@ keep their random init, see `train/partition.py`). `vae_checkpoint` excludes `va
 which also set the VAE. `stage2_checkpoint` (a stage-2 run: every network from its latest step, EMA where
 kept) excludes every other entry and skips the random init (only shapes are traced): it warm-starts a run
 with a fresh optimizer, e.g. to go on training a stage-2 run with another trainable set
-(`train.train_2d_in_stage2`) or learning rate. Every loaded tree must match the config's shapes exactly; a
+(`train.train_2d_in_stage2`) or learning rate; `bundle` (an inference bundle, `sampling/bundle.py`, e.g. the
+shipped `data/checkpoints/synthetic`) does the same from a bundle's float16 weights. Every loaded tree must match the config's shapes exactly; a
 mismatch raises an error naming the source and the first differing parameters. A stage-1 or stage-2 run
 must also have been trained with the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its
 layers predict in that parametrization, and a run reading them in another would train on a silently wrong
@@ -30,7 +31,8 @@ from emodiff_jax.train.state import ema_modules
 
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
-RUNS = ("vae_checkpoint", "stage1_checkpoint", "stage2_checkpoint")  # `init` entries naming runs of this project
+RUNS = ("vae_checkpoint", "stage1_checkpoint", "stage2_checkpoint", "bundle")  # `init` entries naming this project's
+WARM_STARTS = ("stage2_checkpoint", "bundle")  # runs or bundles; these two set every network
 # `diffusion` entries that define what the layers predict; a run must use those of the run it starts from.
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_zero_terminal_snr",
                     "prediction_type")
@@ -149,6 +151,19 @@ def stage2_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
   return out
 
 
+def bundle_params(path: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every network of `params` (arrays or `jax.ShapeDtypeStruct`s) from an inference bundle folder (its
+  weights as stored, float16 read as float32). Its `DIFFUSION_FIELDS` must equal `diffusion`'s and every
+  shape `params`'."""
+  from emodiff_jax.sampling.bundle import load_bundle
+
+  bundle = load_bundle(path)
+  _check_diffusion("bundle", path, bundle.config, diffusion)
+  for name in params:
+    _check_shapes(path, name, bundle.params[name], params[name])
+  return {name: bundle.params[name] for name in params}
+
+
 def vae_run_params(workdir: str, params: dict[str, Any]) -> dict[str, Any]:
   """`params` with the VAE from the latest checkpoint of a VAE run (EMA when kept)."""
   from emodiff_jax.train.vae_loop import load_vae
@@ -164,13 +179,16 @@ def initial_params(config: ml_collections.ConfigDict, models: Models, rng: jax.A
   init = config.init
   if init.vae_checkpoint and (init.vae or init.stage1_checkpoint):
     raise ValueError("init.vae_checkpoint sets the VAE: leave init.vae and init.stage1_checkpoint empty")
-  others = [k for k in CONVERTED + RUNS if init.get(k) and k != "stage2_checkpoint"]
-  if init.get("stage2_checkpoint") and others:
-    raise ValueError(f"init.stage2_checkpoint sets every network: leave init.{', init.'.join(others)} empty")
-  if init.get("stage2_checkpoint"):
-    # Every network comes from the run: only the shapes are needed (eager random init of each leaf cost
-    # 92 s before the checkpoint was read on an H200, at the synthetic config).
+  for warm in WARM_STARTS:
+    others = [k for k in CONVERTED + RUNS if init.get(k) and k != warm]
+    if init.get(warm) and others:
+      raise ValueError(f"init.{warm} sets every network: leave init.{', init.'.join(others)} empty")
+  if any(init.get(k) for k in WARM_STARTS):
+    # Every network comes from the run or bundle: only the shapes are needed (eager random init of each leaf
+    # cost 92 s before the checkpoint was read on an H200, at the synthetic config).
     abstract = jax.eval_shape(lambda k: init_params(models, config.model, k), rng)
+    if init.get("bundle"):
+      return bundle_params(init.bundle, abstract, config.diffusion)
     return stage2_params(init.stage2_checkpoint, abstract, config.diffusion)
   params = init_params(models, config.model, rng)
   if any(init[k] for k in CONVERTED):

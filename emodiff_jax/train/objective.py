@@ -2,7 +2,8 @@
 
 For a batch: frames -> latents (frozen VAE, `z = sample(E(x)) * scaling_factor`, or precomputed), a
 timestep per example, noise (optionally offset), `x_t`, and the backbone's prediction of the configured
-target (the loss measured on it, or on its conversion to `diffusion.loss_target`), conditioned on
+target (the loss measured on it, or on its conversion to `diffusion.loss_target`; with
+`diffusion.change_weight` the latent cells that differ from the reference count more), conditioned on
 - the reference: the ReferenceNet on the reference frame's latent (posterior mean) at t = 0;
 - stage 2 only: audio tokens (frozen wav2vec2 on the clip's contiguous audio, all hidden states,
   projected per frame with a +-w window) and the per-frame expression vectors.
@@ -126,8 +127,10 @@ class DiffusionObjective:
     x_t = add_noise(schedule, x0, noise, timesteps)
     pred = self.models.backbone.apply({"params": params["backbone"]}, x_t, timesteps, ctx, reference=reference,
                                       audio_tokens=audio, expression=expression)
+    change = d.get("change_weight", 0.0)
     loss = losses.prediction_loss(schedule, x_t, pred, x0, noise, timesteps, d.prediction_type,
-                                  d.get("loss_target", ""), d.min_snr_gamma or None)
+                                  d.get("loss_target", ""), d.min_snr_gamma or None,
+                                  losses.change_weights(x0, ref_latent, change) if change else None)
     x0_pred = predict_x0(schedule, x_t, pred, timesteps, d.prediction_type)
     x0_error = jnp.mean(jnp.square(x0_pred - x0), axis=tuple(range(1, x0.ndim)))
     return loss, {"timesteps": timesteps, "x0_error": x0_error}
