@@ -9,9 +9,8 @@ A bundle folder holds
 
 `export_bundle` reads the latest checkpoints of a stage-2 run (EMA weights of the networks it trained,
 the rest as trained in stage 1) and of an expression GAN run, or takes another bundle's expression generator
-(`bundle_from_runs` + `save_bundle`, between
-which `launch.export_bundle` applies its `--cfg.` sampling defaults); `load_bundle` rebuilds the param trees
-and checks every shape against the config.
+(`bundle_from_runs` + `save_bundle`, between which `launch.export_bundle` applies its `--cfg.` sampling
+defaults); `load_bundle` rebuilds the param trees and checks every shape against the config.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ which also set the VAE. `stage2_checkpoint` (a stage-2 run: every network from i
 kept) excludes every other entry and skips the random init (only shapes are traced): it warm-starts a run
 with a fresh optimizer, e.g. to go on training a stage-2 run with another trainable set
 (`train.train_2d_in_stage2`) or learning rate; `bundle` (an inference bundle, `sampling/bundle.py`, e.g. the
-shipped `data/checkpoints/synthetic`) does the same from a bundle's float16 weights. Every loaded tree must match the config's shapes exactly; a
-mismatch raises an error naming the source and the first differing parameters. A stage-1 or stage-2 run
+shipped `data/checkpoints/synthetic`) does the same from a bundle's float16 weights. Every loaded tree must
+match the config's shapes exactly; a mismatch raises an error naming the source and the first differing
+parameters. A stage-1 or stage-2 run
 must also have been trained with the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its
 layers predict in that parametrization, and a run reading them in another would train on a silently wrong
 target.
@@ -31,8 +32,8 @@ from emodiff_jax.train.state import ema_modules
 
 
 CONVERTED = ("vae", "wav2vec2", "unet2d", "motion_adapter")  # `init` entries read through emodiff_jax.convert
-RUNS = ("vae_checkpoint", "stage1_checkpoint", "stage2_checkpoint", "bundle")  # `init` entries naming this project's
-WARM_STARTS = ("stage2_checkpoint", "bundle")  # runs or bundles; these two set every network
+RUNS = ("vae_checkpoint", "stage1_checkpoint", "stage2_checkpoint", "bundle")  # this project's runs and bundles
+WARM_STARTS = ("stage2_checkpoint", "bundle")  # the RUNS entries that set every network
 # `diffusion` entries that define what the layers predict; a run must use those of the run it starts from.
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_zero_terminal_snr",
                     "prediction_type")
