@@ -72,6 +72,26 @@ def test_baselines_fail_where_they_should(baseline_results):
   assert swapped["sync_correlation"] < oracle["sync_correlation"] - 0.3  # its own audio, not the request's
 
 
+def test_slope_is_the_emotion_drawn_per_unit_of_intensity(baseline_results):
+  """With the exact probe the oracle's slope is the world's edit `(e_1 - e_0) . d / |d|^2` itself; the still
+  portrait draws no emotion at any intensity."""
+  t = round(SETTINGS["seconds"] * harness.FPS)
+  requests = [r for r in harness.make_requests("test", harness.EMOTIONS, (0.0, 1.0), SETTINGS["clips_per_cell"],
+                                               SETTINGS["seed"]) if r.intensity == 1.0 and r.emotion != "neutral"]
+  methods = baseline_results["methods"]
+  for e in (e for e in harness.EMOTIONS if e != "neutral"):
+    d = harness.emotion_direction(e)
+    edits = [(harness.world_expression(e, 1.0, a, t, r.seed) - harness.world_expression(e, 0.0, a, t, r.seed)) @ d
+             for r in requests if r.emotion == e for a in [harness.world_audio(r.seed, t)]]
+    expected = np.mean([x.mean() for x in edits]) / (d @ d)
+    assert expected > 0.3
+    np.testing.assert_allclose(methods["oracle"]["per_emotion"][e]["slope"], expected, rtol=1e-5)
+    assert methods["reference_repeated"]["per_emotion"][e]["slope"] == pytest.approx(0.0, abs=1e-9)
+  per_emotion = [methods["oracle"]["per_emotion"][e]["slope"] for e in harness.EMOTIONS if e != "neutral"]
+  assert methods["oracle"]["overall"]["slope"] == pytest.approx(np.mean(per_emotion))
+  assert methods["oracle"]["per_emotion"]["neutral"]["slope"] is None
+
+
 def test_report_files_are_written_and_parse(baseline_results, tmp_path):
   paths = harness.write_report(baseline_results, str(tmp_path))
   with open(paths["metrics.json"]) as f:

@@ -10,7 +10,10 @@ every emotion at several intensities, measures them with an expression probe (`e
 - intensity faithfulness: per non-neutral emotion, the Spearman correlation between requested intensities
   and the measured projection on the emotion's direction (`direction_projection`, relative to the neutral
   centroid), pooled over the emotion's clips (clip k shares identity, audio and seed across intensities;
-  with several clips per intensity the ties cap it below 1: `spearman_ceiling`);
+  with several clips per intensity the ties cap it below 1: `spearman_ceiling`), and the emotion's `slope`:
+  the mean measured projection at the highest requested intensity minus at the lowest, per unit of
+  intensity (how strongly the emotion is drawn; the world's own clips measure 0.7-0.9, not 1, because each
+  expression trajectory ramps up from its onset);
 - expression error between the probe's measurement and the world's own expression trajectory for the
   request (`world_expression`: the world's jaw rule on the request's audio and the editing rule
   `e_0 + alpha (e_1 - e_0)`; blinks and head motion are drawn from the request's seed, so a generator
@@ -342,18 +345,23 @@ def _summary(rows: list[dict], real: list[dict], centroids: np.ndarray, emotions
   for name, key in (("fd_probe", "codes"), ("fd_face", "face")):
     stats = [FeatureStats().update(np.concatenate([r[key] for r in rs])) for rs in (rows, real)]
     fd[name] = stats_distance(*stats)
-  defined = []
+  defined, slopes = [], []
   for e in (e for e in emotions if e != "neutral"):
     mine = [r for r in rows if r["request"].emotion == e]
     if len(mine) < 2:
       continue
-    rho = spearman(np.array([r["request"].intensity for r in mine]), np.array([r["projection"] for r in mine]))
+    asked, measured = np.array([r["request"].intensity for r in mine]), np.array([r["projection"] for r in mine])
+    rho = spearman(asked, measured)
     if np.isfinite(rho):  # NaN: constant measurements (or intensities), no monotone relation to score
       defined.append(rho)
+    if asked.max() > asked.min():
+      slopes.append((measured[asked == asked.max()].mean() - measured[asked == asked.min()].mean())
+                    / (asked.max() - asked.min()))
   return dict(
       accuracy=float(np.mean(pred == truth)) if full else None,
       spearman=float(np.mean(defined)) if defined else None,
       spearman_min=float(np.min(defined)) if defined else None,
+      slope=float(np.mean(slopes)) if slopes else None,
       expression_l2=err["l2"], expression_mae=err["mae"],
       sync_correlation=sync.correlation, sync_offset=sync.offset,
       identity_similarity=float(np.mean([r["identity"] for r in rows])),
@@ -414,7 +422,7 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
   return dict(settings=settings, methods=methods)
 
 
-COLUMNS = (("accuracy", "acc@1.0", "{:.3f}"), ("spearman", "Spearman", "{:.3f}"),
+COLUMNS = (("accuracy", "acc@1.0", "{:.3f}"), ("spearman", "Spearman", "{:.3f}"), ("slope", "slope", "{:.2f}"),
            ("expression_l2", "expr L2", "{:.3f}"), ("sync_correlation", "sync corr", "{:.3f}"),
            ("sync_offset", "offset", "{:+d}"), ("fd_probe", "FD probe", "{:.3f}"), ("fd_face", "FD face", "{:.3f}"),
            ("identity_similarity", "ID sim", "{:.3f}"), ("colour_distance", "colour dist", "{:.3f}"))
