@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--intensities", default="0,0.25,0.5,0.75,1", help="comma-separated requested intensities")
   p.add_argument("--partitions", default="mead_like,hdtf_like", help="identity partitions to draw from")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--identity-offset", type=int, default=0,
+                 help="start of the cycle through the split's identities (another offset: other faces per emotion)")
   return p
 
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
       fns, probe_extractor(load_probe(args.probe)), split=args.split,
       emotions=tuple(args.emotions.split(",")) if args.emotions else harness.EMOTIONS,
       intensities=tuple(float(a) for a in args.intensities.split(",")), clips_per_cell=args.clips_per_cell,
-      seconds=args.seconds, seed=args.seed, partitions=partitions)
+      seconds=args.seconds, seed=args.seed, partitions=partitions, identity_offset=args.identity_offset)
   if not args.oracle:
     results["settings"]["checkpoint"] = os.path.abspath(args.checkpoint)
   if "model" in fns:  # the settings the model row was sampled with

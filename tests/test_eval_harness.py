@@ -92,6 +92,17 @@ def test_slope_is_the_emotion_drawn_per_unit_of_intensity(baseline_results):
   assert methods["oracle"]["per_emotion"]["neutral"]["slope"] is None
 
 
+def test_identity_offset_gives_every_emotion_other_faces_with_the_same_seeds():
+  pool = harness.identity_pool("test")
+  base = harness.make_requests("test", harness.EMOTIONS, (0.0, 1.0), 2, seed=0)
+  moved = harness.make_requests("test", harness.EMOTIONS, (0.0, 1.0), 2, seed=0, identity_offset=16)
+  assert [(r.emotion, r.intensity, r.seed) for r in moved] == [(r.emotion, r.intensity, r.seed) for r in base]
+  for r, m in zip(base, moved):
+    assert pool[(pool.index((r.partition, r.identity)) + 16) % len(pool)] == (m.partition, m.identity)
+  faces = lambda rs, e: {(r.partition, r.identity) for r in rs if r.emotion == e}
+  assert all(not faces(base, e) & faces(moved, e) for e in harness.EMOTIONS)
+
+
 def test_report_files_are_written_and_parse(baseline_results, tmp_path):
   paths = harness.write_report(baseline_results, str(tmp_path))
   with open(paths["metrics.json"]) as f:
@@ -142,9 +153,12 @@ def test_launch_evaluate_on_micro_bundle_writes_the_report(tmp_path):
   assert sampling["num_steps"] == 2 and sampling["guidance"]["expression"] == 2.0
   subprocess.run([sys.executable, "-m", "launch.evaluate", f"--checkpoint={bundle}", "--roundtrip-only",
                   f"--probe={tmp_path / 'probe.msgpack'}", f"--out={tmp_path / 'roundtrip'}", "--clips-per-cell=1",
-                  "--seconds=0.4", "--emotions=happy", "--intensities=1", "--no-baselines"], cwd=ROOT, check=True)
+                  "--seconds=0.4", "--emotions=happy", "--intensities=1", "--no-baselines", "--identity-offset=5"],
+                 cwd=ROOT, check=True)
   report = json.load(open(tmp_path / "roundtrip" / "metrics.json"))
   assert sorted(report["methods"]) == ["oracle", "vae_roundtrip"] and "sampling" not in report["settings"]
+  assert report["settings"]["identity_offset"] == 5
+  assert "identities of mead_like, hdtf_like from position 5" in open(tmp_path / "roundtrip" / "metrics.md").read()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -103,14 +103,15 @@ def identity_pool(split: str, partitions: Sequence[str] = PARTITIONS) -> list[tu
 
 
 def make_requests(split: str, emotions: Sequence[str], intensities: Sequence[float], clips_per_cell: int,
-                  seed: int, partitions: Sequence[str] = PARTITIONS) -> list[Request]:
+                  seed: int, partitions: Sequence[str] = PARTITIONS, identity_offset: int = 0) -> list[Request]:
   """Clip k of emotion e uses the same identity and seed at every intensity (neutral: intensity 1 only);
-  identities cycle through the pool so emotions see different faces."""
+  identities cycle through the pool from position `identity_offset` so emotions see different faces (another
+  offset gives every emotion other faces: each emotion's scores also depend on its few identities)."""
   pool = identity_pool(split, partitions)
   out = []
   for ei, emotion in enumerate(emotions):
     for k in range(clips_per_cell):
-      partition, identity = pool[(ei * clips_per_cell + k) % len(pool)]
+      partition, identity = pool[(identity_offset + ei * clips_per_cell + k) % len(pool)]
       for a in (intensities if emotion != "neutral" else (1.0,)):
         out.append(Request(partition, identity, emotion, float(a), _seed(seed, emotion, k)))
   return out
@@ -381,7 +382,7 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
              emotions: Sequence[str] = EMOTIONS, intensities: Sequence[float] = INTENSITIES,
              clips_per_cell: int = 2, seconds: float = 2.0, seed: int = 0,
              partitions: Sequence[str] = PARTITIONS, resolution: int = RESOLUTION,
-             classifier_clips: int = 4) -> dict:
+             classifier_clips: int = 4, identity_offset: int = 0) -> dict:
   """Evaluates one `VideoFn` (named 'model') or several `{name: VideoFn}` on the same requests.
 
   Returns a JSON-able dict: 'settings', and per method under 'methods': 'per_emotion' {emotion: metrics},
@@ -389,7 +390,7 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
   """
   fns = dict(video_fn) if isinstance(video_fn, Mapping) else {"model": video_fn}
   num_frames = round(seconds * FPS)
-  requests = make_requests(split, emotions, intensities, clips_per_cell, seed, partitions)
+  requests = make_requests(split, emotions, intensities, clips_per_cell, seed, partitions, identity_offset)
   references = [portrait(r.partition, r.identity, resolution) for r in requests]
   audios = [world_audio(r.seed, num_frames) for r in requests]
   centroids = emotion_centroids(probe_fn, num_frames, classifier_clips, seed, resolution)
@@ -417,7 +418,7 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
   settings = dict(split=split, emotions=list(emotions), intensities=list(intensities), clips_per_cell=clips_per_cell,
                   spearman_ceiling=spearman_ceiling(clips_per_cell, len(intensities)),
                   seconds=seconds, num_frames=num_frames, seed=seed, partitions=list(partitions),
-                  resolution=resolution, classifier=CLASSIFIER, classifier_clips_per_emotion=classifier_clips,
+                  identity_offset=identity_offset, resolution=resolution, classifier=CLASSIFIER, classifier_clips_per_emotion=classifier_clips,
                   num_requests=len(requests))
   return dict(settings=settings, methods=methods)
 
@@ -449,9 +450,10 @@ def markdown_table(results: dict) -> str:
   for name, res in results["methods"].items():
     lines.append(f"- {name}: " + (confusion_text(res["overall"]["confusion"]) or "no intensity-1.0 clips"))
   s = results["settings"]
+  offset = f" from position {s['identity_offset']}" if s.get("identity_offset") else ""
   lines += ["", f"{s['num_requests']} clips per method ({s['clips_per_cell']} per emotion and intensity, "
-            f"{s['seconds']:g} s, {s['split']} identities of {', '.join(s['partitions'])}); Spearman: pooled over "
-            f"an emotion's clips (at most {s['spearman_ceiling']:.3f} with these ties), mean over the non-neutral "
+            f"{s['seconds']:g} s, {s['split']} identities of {', '.join(s['partitions'])}{offset}); Spearman: pooled "
+            f"over an emotion's clips (at most {s['spearman_ceiling']:.3f} with these ties), mean over the non-neutral "
             f"emotions; emotion classifier: {s['classifier']}."]
   return "\n".join(lines) + "\n"
 
