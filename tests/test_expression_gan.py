@@ -171,6 +171,9 @@ def test_an_untrained_generator_misses_the_targets_and_the_report_says_so(small_
   assert result["accuracy"]["real_accuracy"] > 0.5  # the classifier itself works on real trajectories
   assert result["accuracy"]["accuracy"] < 0.5 and not result["targets"]["accuracy"]["met"]
   assert sorted(result["intensity"]) == sorted(EMOTIONS[1:])
+  for r in result["intensity"].values():  # strength: the edit at alpha 1 over the real emotion's span
+    np.testing.assert_allclose(r["strength"], (r["projection"][-1] - r["projection"][0]) / r["span"])
+  assert not result["targets"]["strength"]["met"]  # an untrained LSTM's edit is far from any emotion's span
   paths = gan_eval.write_report(result, str(tmp_path))
   assert json.loads(open(paths["json"]).read())["targets"]["accuracy"]["met"] is False
   assert "| accuracy |" in open(paths["markdown"]).read() and "| NO |" in open(paths["markdown"]).read()

@@ -6,7 +6,10 @@ the held-out conditions of `test` (`gan_train.emotion_accuracy`) and on an inten
 
 - accuracy: generated trajectories classified as the requested emotion in >= 90% of cases;
 - spearman: the projection on the emotion direction rises with alpha (Spearman >= 0.95 for every emotion);
-- neutral: alpha = 0 lies inside the real neutral spread for every emotion.
+- neutral: alpha = 0 lies inside the real neutral spread for every emotion;
+- strength: the edit at alpha 1 (projection at alpha 1 minus at alpha 0) is 0.8 to 1.25 times the real
+  emotion's at its highest level (`span`) for every emotion: an edit that rises monotonically but stops at
+  half the emotion asks the renderer for half of it at full intensity.
 
 `write_report` writes `metrics.json` and `metrics.md` atomically; `launch/eval_expr.py` is the entry point.
 """
@@ -25,7 +28,7 @@ from emodiff_jax.emotion import gan_train
 from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
 from emodiff_jax.emotion.gan_loop import training_data
 
-TARGETS = {"accuracy": 0.9, "spearman": 0.95}
+TARGETS = {"accuracy": 0.9, "spearman": 0.95, "strength": (0.8, 1.25)}
 
 
 def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: ExpressionData,
@@ -41,7 +44,11 @@ def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: 
                                        seed=seed)
   intensity = {name: {k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, tuple)) else v)
                       for k, v in r.items()} for name, r in intensity.items()}
+  for r in intensity.values():
+    r["strength"] = (r["projection"][-1] - r["projection"][0]) / r["span"]
   worst = min(r["spearman"] for r in intensity.values())
+  low, high = TARGETS["strength"]
+  weakest, strongest = (f(intensity.items(), key=lambda item: item[1]["strength"]) for f in (min, max))
   neutral = sum(r["alpha0_in_band"] for r in intensity.values())
   targets = {
       "accuracy": dict(value=accuracy["accuracy"], target=f">= {TARGETS['accuracy']}",
@@ -50,6 +57,9 @@ def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: 
                        met=worst >= TARGETS["spearman"]),
       "neutral": dict(value=f"{neutral}/{len(intensity)}", target="alpha 0 in the neutral band, every emotion",
                       met=neutral == len(intensity)),
+      "strength": dict(value=f"{weakest[1]['strength']:.2f} ({weakest[0]}) to {strongest[1]['strength']:.2f} "
+                             f"({strongest[0]})", target=f"{low} to {high} of the real span, every emotion",
+                       met=all(low <= r["strength"] <= high for r in intensity.values())),
   }
   return dict(accuracy=accuracy, intensity=intensity, targets=targets,
               settings=dict(test_trajectories=len(test), train_trajectories=len(train),
@@ -63,12 +73,12 @@ def markdown_report(result: dict[str, Any]) -> str:
     value = f"{t['value']:.3f}" if isinstance(t["value"], float) else t["value"]
     lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
   lines += ["", f"Classifier accuracy on real test trajectories: {result['accuracy']['real_accuracy']:.3f}.", "",
-            "| emotion | Spearman | projection alpha 0 / 0.5 / 1 | span | neutral band | alpha 0 in band |",
-            "| --- | ---: | --- | ---: | --- | --- |"]
+            "| emotion | Spearman | projection alpha 0 / 0.5 / 1 | span | strength | neutral band | alpha 0 in band |",
+            "| --- | ---: | --- | ---: | ---: | --- | --- |"]
   for name, r in result["intensity"].items():
     p, band = r["projection"], r["neutral_band"]
     lines.append(f"| {name} | {r['spearman']:.3f} | {p[0]:+.3f} / {p[len(p) // 2]:+.3f} / {p[-1]:+.3f} | "
-                 f"{r['span']:.3f} | [{band[0]:+.3f}, {band[1]:+.3f}] | {r['alpha0_in_band']} "
+                 f"{r['span']:.3f} | {r['strength']:.2f} | [{band[0]:+.3f}, {band[1]:+.3f}] | {r['alpha0_in_band']} "
                  f"({r['alpha0_fraction_in_band']:.0%}) |")
   return "\n".join(lines) + "\n"
 
