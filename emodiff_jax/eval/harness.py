@@ -418,8 +418,8 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
   settings = dict(split=split, emotions=list(emotions), intensities=list(intensities), clips_per_cell=clips_per_cell,
                   spearman_ceiling=spearman_ceiling(clips_per_cell, len(intensities)),
                   seconds=seconds, num_frames=num_frames, seed=seed, partitions=list(partitions),
-                  identity_offset=identity_offset, resolution=resolution, classifier=CLASSIFIER, classifier_clips_per_emotion=classifier_clips,
-                  num_requests=len(requests))
+                  identity_offset=identity_offset, resolution=resolution, classifier=CLASSIFIER,
+                  classifier_clips_per_emotion=classifier_clips, num_requests=len(requests))
   return dict(settings=settings, methods=methods)
 
 
