@@ -44,8 +44,6 @@ def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: 
                                        seed=seed)
   intensity = {name: {k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, tuple)) else v)
                       for k, v in r.items()} for name, r in intensity.items()}
-  for r in intensity.values():
-    r["strength"] = (r["projection"][-1] - r["projection"][0]) / r["span"]
   worst = min(r["spearman"] for r in intensity.values())
   low, high = TARGETS["strength"]
   weakest, strongest = (f(intensity.items(), key=lambda item: item[1]["strength"]) for f in (min, max))

@@ -219,8 +219,9 @@ def intensity_eval(config: ml_collections.ConfigDict, g_params: Any, data: Expre
   `neutral_band` (mean +- 2 std of the projections of `data`'s neutral trajectories, half-width at least
   `band_floor` x `span`: in the synthetic world neutral trajectories are exactly 0 along directions that
   speech, blinks and head motion do not touch), `span` (mean projection of `data`'s trajectories of that
-  emotion at their highest level minus the neutral mean), `alpha0_in_band` (the mean projection at
-  alpha 0 lies in the band) and `alpha0_fraction_in_band` (the samples that do).
+  emotion at their highest level minus the neutral mean), `strength` (the mean projection at alpha 1 minus
+  at alpha 0, over `span`), `alpha0_in_band` (the mean projection at alpha 0 lies in the band) and
+  `alpha0_fraction_in_band` (the samples that do).
   """
   cfg = model_config(config)
   emotions = EMOTIONS[1:]
@@ -246,6 +247,7 @@ def intensity_eval(config: ml_collections.ConfigDict, g_params: Any, data: Expre
     mean = proj.mean(axis=1)
     result[name] = {
         "projection": mean, "spearman": float(scipy.stats.spearmanr(alphas, mean).statistic),
-        "neutral_band": band, "span": span, "alpha0_in_band": bool(band[0] <= mean[0] <= band[1]),
+        "neutral_band": band, "span": span, "strength": (float(mean[-1]) - float(mean[0])) / span,
+        "alpha0_in_band": bool(band[0] <= mean[0] <= band[1]),
         "alpha0_fraction_in_band": float(((band[0] <= proj[0]) & (proj[0] <= band[1])).mean())}
   return result
