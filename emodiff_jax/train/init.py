@@ -12,10 +12,9 @@ with a fresh optimizer, e.g. to go on training a stage-2 run with another traina
 (`train.train_2d_in_stage2`) or learning rate; `bundle` (an inference bundle, `sampling/bundle.py`, e.g. the
 shipped `data/checkpoints/synthetic`) does the same from a bundle's float16 weights. Every loaded tree must
 match the config's shapes exactly; a mismatch raises an error naming the source and the first differing
-parameters. A stage-1 or stage-2 run
-must also have been trained with the same noise schedule and prediction type (`DIFFUSION_FIELDS`): its
-layers predict in that parametrization, and a run reading them in another would train on a silently wrong
-target.
+parameters. A stage-1 or stage-2 run must also have been trained with the same noise schedule and prediction
+type (`DIFFUSION_FIELDS`): its layers predict in that parametrization, and a run reading them in another
+would train on a silently wrong target.
 """
 
 from __future__ import annotations
