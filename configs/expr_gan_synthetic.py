@@ -31,6 +31,7 @@ Overrides work on every field, e.g. `--config.model.gan_loss=hinge --config.trai
 import ml_collections
 
 from configs import common
+from emodiff_jax.synth.expression import INDEX
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -46,14 +47,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       expression_dim=50, num_emotions=8, noise_dim=16, audio_dim=1, embed_dim=16, hidden_size=64,
       num_layers=2, disc_channels=64, disc_layers=3, disc_kernel=5,
-      gan_loss="non_saturating", adv_weight=1.0, rec_weight=20.0, cls_weight=1.0))
+      gan_loss="non_saturating", adv_weight=1.0, rec_weight=20.0, cls_weight=1.0,
+      # Left out of the edit (the output keeps the neutral trajectory's values, in training and inference):
+      # the world's head pose rides in its expression vector but no emotion moves it. () for FLAME codes,
+      # which hold no pose.
+      keep_neutral=tuple(INDEX[name] for name in ("head_yaw", "head_pitch", "head_roll"))))
 
   config.optimizer = ml_collections.ConfigDict(dict(g_lr=2e-4, d_lr=2e-4, b1=0.5, b2=0.999))
   config.train = ml_collections.ConfigDict(dict(
       steps=2000, batch_size=32, log_every=100, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True,
       # Every emotion the same share of batches: MEAD's neutral has one level to an emotion's three, so
       # uniform rows train the neutral trajectory, the base of every edit, on 1/22 of the data (README).
-      balance_emotions=True))
+      balance_emotions=True,
+      # Sample from the generator's EMA (Yazici et al. 2019): the raw weights oscillate, and with them the
+      # neutral trajectory's mean head pose (README, GAN section).
+      ema_decay=0.995))
   config.mesh = common.mesh()
 
   # Evaluation: emotion classifier trained on real train trajectories only; intensity sweep.

@@ -114,3 +114,39 @@ def test_expression_sequence_errors(neutral, directions):
     editing.expression_sequence(neutral, directions, "happy", np.zeros(3))
   with pytest.raises(ValueError, match="NaN"):
     editing.expression_sequence(neutral, directions, "happy", float("nan"))
+
+
+def _random_generator(keep_neutral=None):
+  """A small random-weight expression generator (its edits move every coefficient, pose included), with
+  the config's `edit.keep_neutral` unless one is given."""
+  import jax
+
+  from configs import expr_gan_synthetic
+  from emodiff_jax.emotion.gan_train import model_config
+  from emodiff_jax.models.expression_gan import init_params
+
+  gan = expr_gan_synthetic.get_config()
+  gan.model.hidden_size = 16
+  gan.model.num_layers = 1
+  if keep_neutral is not None:
+    gan.model.keep_neutral = keep_neutral
+  return gan, init_params(model_config(gan), jax.random.key(3))[0]
+
+
+def test_generated_edit_leaves_the_kept_coefficients_at_the_neutral_trajectory():
+  from emodiff_jax.emotion.condition import generated_expressions
+  from emodiff_jax.synth.expression import INDEX
+
+  pose = [INDEX[k] for k in ("head_yaw", "head_pitch", "head_roll")]
+  audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+  free = _random_generator(())
+  kept = _random_generator()
+  assert list(kept[0].model.keep_neutral) == pose, "the synthetic config keeps the head pose out of the edit"
+  others = [i for i in range(D) if i not in pose]
+  for emotion, intensity in (("angry", 1.0), ("happy", 0.4), ({"sad": 0.5, "fear": 0.5}, "0:0,1:1")):
+    e_free, n_free = generated_expressions(*free, emotion, intensity, audio, T, seed=1)
+    e_kept, n_kept = generated_expressions(*kept, emotion, intensity, audio, T, seed=1)
+    np.testing.assert_array_equal(n_kept, n_free)
+    assert np.abs(e_free[:, pose] - n_free[:, pose]).max() > 1e-3, "the random generator's edit moves pose"
+    np.testing.assert_array_equal(e_kept[:, pose], n_kept[:, pose])
+    np.testing.assert_allclose(e_kept[:, others], e_free[:, others], rtol=0, atol=1e-6)

@@ -1,8 +1,10 @@
 """Expression GAN: the modules, its data, a short training run and (slow) training to the targets."""
 
+import dataclasses
 import json
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,7 +158,7 @@ def test_trains_to_emotion_intensity_and_neutral_targets():
   train, test = gan_eval.evaluation_data(config)
   state, _ = gan_train.train_gan(config, train, config.train.steps)
   trained = time.time()
-  result = gan_eval.evaluate_generator(config, state.g_params, train, test)
+  result = gan_eval.evaluate_generator(config, state.g_ema, train, test)
   print(f"\ndata + {config.train.steps} GAN steps: {trained - start:.0f} s, evaluation: {time.time() - trained:.0f} s")
   print(gan_eval.markdown_report(result))
   assert result["accuracy"]["real_accuracy"] >= 0.95
@@ -195,3 +197,63 @@ def test_the_shipped_checkpoints_generator_meets_the_direction_targets(tmp_path)
   targets = json.loads((tmp_path / "metrics.json").read_text())["targets"]
   assert all(targets[name]["met"] for name in ("accuracy", "spearman", "neutral")), targets
   assert not targets["strength"]["met"] and "(angry)" in targets["strength"]["value"]
+
+
+def test_kept_coefficients_follow_the_neutral_trajectory_at_every_alpha():
+  from emodiff_jax.synth.expression import INDEX
+  pose = [INDEX[k] for k in ("head_yaw", "head_pitch", "head_roll")]
+  free = ExpressionGANConfig(expression_dim=20, hidden_size=8, num_layers=1, audio_dim=1)
+  kept = dataclasses.replace(free, keep_neutral=pose)
+  params = init_params(free, jax.random.key(0))[0]  # same params: keep_neutral adds none
+  rng = np.random.default_rng(0)
+  noise = rng.standard_normal((4, 6, free.noise_dim)).astype(np.float32)
+  audio = rng.uniform(size=(4, 6, 1)).astype(np.float32)
+  emotion = np.asarray([1, 3, 5, 0])
+  run = lambda cfg, alpha: np.asarray(ExpressionGenerator(cfg).apply({"params": params}, emotion,
+                                                                     np.full(4, alpha, np.float32), noise, audio))
+  neutral = run(free, 0.0)
+  np.testing.assert_array_equal(run(kept, 0.0), neutral)
+  others = [i for i in range(20) if i not in pose]
+  for alpha in (0.4, 1.0):
+    assert np.abs(run(free, alpha)[..., pose] - neutral[..., pose]).max() > 1e-3  # a free edit moves pose
+    np.testing.assert_allclose(run(kept, alpha)[..., pose], neutral[..., pose], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(run(kept, alpha)[..., others], run(free, alpha)[..., others], rtol=0, atol=1e-6)
+  with pytest.raises(ValueError, match=r"keep_neutral=\[15, 20\]: indices \[20\] outside the 20-d"):
+    ExpressionGANConfig(expression_dim=20, keep_neutral=(15, 20))
+
+
+def test_neutral_drift_is_the_generated_neutral_mean_off_the_real_one_in_real_spreads(small_data):
+  config = small_config()
+  params = init_params(gan_train.model_config(config), jax.random.key(0))[0]
+  real = small_data.where(small_data.emotion == 0).expression
+  mean, std = real.mean((0, 1)), np.maximum(real.std((0, 1)), 0.05)
+  roll = gan_eval.COEFFICIENTS.index("head_roll")
+  for offset in (0.0, 3.0):
+    bias = mean.copy()
+    bias[roll] += offset * std[roll]  # a generator whose output is `bias` at every frame
+    params["proj_out"] = {"kernel": np.zeros_like(params["proj_out"]["kernel"]), "bias": bias}
+    drift = gan_train.neutral_drift(config, params, small_data, num_samples=4)
+    expected = np.zeros_like(mean)
+    expected[roll] = offset
+    np.testing.assert_allclose(drift, expected, rtol=0, atol=1e-4)
+  config.classifier.steps, config.eval.num_alphas, config.eval.num_samples = 20, 3, 4
+  target = gan_eval.evaluate_generator(config, params, small_data, small_data)["targets"]["neutral_drift"]
+  assert not target["met"] and target["value"] == "3.00 (head_roll)", target
+
+
+def test_generator_ema_follows_the_raw_weights_at_the_configured_decay(small_data):
+  config = small_config()
+  batch = small_data.batch(np.arange(8))
+  for decay in (0.0, 0.5):
+    config.train.ema_decay = decay
+    state = gan_train.create_gan_state(config, jax.random.key(0))
+    step, expected = gan_train.make_gan_step(config), state.g_params
+    for _ in range(3):
+      state, _ = step(state, batch)
+      expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, expected, state.g_params)
+    chex.assert_trees_all_close(state.g_ema, expected, rtol=1e-6, atol=1e-7)
+    if decay == 0.0:
+      chex.assert_trees_all_equal(state.g_ema, state.g_params)
+    else:  # the average lags the moving weights
+      assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state.g_ema),
+                                                             jax.tree.leaves(state.g_params))) > 1e-4

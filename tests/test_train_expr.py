@@ -55,6 +55,13 @@ def test_sigterm_resume_reproduces_params_and_data_order_and_plot_is_written(tmp
   assert int(resumed.step) == STEPS and batches == list(range(STEPS // 2, STEPS))  # went on from step 10
   for a, b in zip(leaves(straight), leaves(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
+  # The generator a run hands on (to bundles, `launch.eval_expr`) is its EMA, read as saved.
+  config, g = gan_loop.load_generator(str(tmp_path / "resumed"))
+  assert config.train.ema_decay > 0
+  ema, raw = (jax.tree.leaves(jax.device_get(t)) for t in (resumed.g_ema, resumed.g_params))
+  for a, b in zip(jax.tree.leaves(g), ema, strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert any(np.abs(a - b).max() > 0 for a, b in zip(ema, raw))
 
   out = tmp_path / "expr.png"
   image = plot_run(str(tmp_path / "resumed"), str(out))

@@ -214,7 +214,7 @@ def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command
   assert (bundle.config.sampling.guidance.emotion, bundle.config.sampling.guidance.emotion_t_min) == (3.0, 500)
   assert bundle.config.sampling.window == 4 and bundle.config.source.stage2_step == 7
   chex.assert_trees_all_close(bundle.params["backbone"], saved.ema_params["backbone"], atol=2e-3, rtol=2e-3)
-  chex.assert_trees_all_close(bundle.g_params, jax.device_get(g_state.g_params), atol=2e-3, rtol=2e-3)
+  chex.assert_trees_all_close(bundle.g_params, jax.device_get(g_state.g_ema), atol=2e-3, rtol=2e-3)
   # `--gan=<bundle>` keeps that bundle's generator (and its GAN config) as stored.
   assert export_bundle.main(args[:1] + [f"--gan={tmp_path / 'bundle'}", f"--out={tmp_path / 'bundle2'}"]) == 0
   again = load_bundle(str(tmp_path / "bundle2"))

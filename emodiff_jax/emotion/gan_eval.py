@@ -27,8 +27,14 @@ from emodiff_jax.atomic_io import write_bytes
 from emodiff_jax.emotion import gan_train
 from emodiff_jax.emotion.expression_data import ExpressionData, record_trajectories, synthetic_trajectories
 from emodiff_jax.emotion.gan_loop import training_data
+from emodiff_jax.synth.expression import COEFFICIENTS
 
-TARGETS = {"accuracy": 0.9, "spearman": 0.95, "strength": (0.8, 1.25)}
+TARGETS = {"accuracy": 0.9, "spearman": 0.95, "strength": (0.8, 1.25), "neutral_drift": 1.0}
+
+
+def coefficient_name(index: int) -> str:
+  """The synthetic world's name of expression coefficient `index`, else `coefficient <index>`."""
+  return COEFFICIENTS[index] if index < len(COEFFICIENTS) else f"coefficient {index}"
 
 
 def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: ExpressionData,
@@ -36,7 +42,8 @@ def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: 
   """Scores `g_params` (a generator of `config.model`) with `config.classifier` and `config.eval`.
 
   Returns a JSON-able dict: `accuracy` (`gan_train.emotion_accuracy`), `intensity` per emotion (spearman,
-  projection at every alpha, neutral band, alpha-0 checks), and `targets` {name: {value, target, met}}.
+  projection at every alpha, neutral band, alpha-0 checks), `neutral_drift` (`[D]`, in real std) and `targets`
+  {name: {value, target, met}}.
   """
   classifier = gan_train.train_emotion_classifier(config, train)
   accuracy = gan_train.emotion_accuracy(config, g_params, classifier, test, seed=seed)
@@ -48,6 +55,8 @@ def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: 
   low, high = TARGETS["strength"]
   weakest, strongest = (f(intensity.items(), key=lambda item: item[1]["strength"]) for f in (min, max))
   neutral = sum(r["alpha0_in_band"] for r in intensity.values())
+  drift = gan_train.neutral_drift(config, g_params, test, config.eval.num_samples, seed=seed)
+  worst_drift = int(np.argmax(drift))
   targets = {
       "accuracy": dict(value=accuracy["accuracy"], target=f">= {TARGETS['accuracy']}",
                        met=accuracy["accuracy"] >= TARGETS["accuracy"]),
@@ -58,8 +67,11 @@ def evaluate_generator(config: ml_collections.ConfigDict, g_params: Any, train: 
       "strength": dict(value=f"{weakest[1]['strength']:.2f} ({weakest[0]}) to {strongest[1]['strength']:.2f} "
                              f"({strongest[0]})", target=f"{low} to {high} of the real span, every emotion",
                        met=all(low <= r["strength"] <= high for r in intensity.values())),
+      "neutral_drift": dict(value=f"{drift[worst_drift]:.2f} ({coefficient_name(worst_drift)})",
+                            target=f"<= {TARGETS['neutral_drift']} real std, every coefficient",
+                            met=bool(drift.max() <= TARGETS["neutral_drift"])),
   }
-  return dict(accuracy=accuracy, intensity=intensity, targets=targets,
+  return dict(accuracy=accuracy, intensity=intensity, neutral_drift=drift.tolist(), targets=targets,
               settings=dict(test_trajectories=len(test), train_trajectories=len(train),
                             num_alphas=config.eval.num_alphas, num_samples=config.eval.num_samples, seed=seed))
 
@@ -70,7 +82,10 @@ def markdown_report(result: dict[str, Any]) -> str:
   for name, t in result["targets"].items():
     value = f"{t['value']:.3f}" if isinstance(t["value"], float) else t["value"]
     lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
-  lines += ["", f"Classifier accuracy on real test trajectories: {result['accuracy']['real_accuracy']:.3f}.", "",
+  drift = np.asarray(result["neutral_drift"])
+  largest = ", ".join(f"{coefficient_name(i)} {drift[i]:.2f}" for i in np.argsort(-drift)[:5])
+  lines += ["", f"Classifier accuracy on real test trajectories: {result['accuracy']['real_accuracy']:.3f}.",
+            f"Neutral drift (generated minus real neutral mean, in real std), largest: {largest}.", "",
             "| emotion | Spearman | projection alpha 0 / 0.5 / 1 | span | strength | neutral band | alpha 0 in band |",
             "| --- | ---: | --- | ---: | ---: | --- | --- |"]
   for name, r in result["intensity"].items():

@@ -90,8 +90,10 @@ def train_expression_gan(config: ml_collections.ConfigDict, workdir: str) -> GAN
 
 
 def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
-  """The config and generator params of `workdir`'s latest checkpoint (only `g_params` is read)."""
-  wanted = lambda config: {"g_params": jax.eval_shape(lambda k: init_params(model_config(config), k)[0],
+  """The config and generator params of `workdir`'s latest checkpoint: the EMA (`g_ema`) when the run kept one
+  (`train.ema_decay > 0`), else `g_params`; only that tree is read."""
+  key = lambda config: "g_ema" if config.train.get("ema_decay", 0.0) > 0 else "g_params"
+  wanted = lambda config: {key(config): jax.eval_shape(lambda k: init_params(model_config(config), k)[0],
                                                        jax.random.key(0))}
   config, restored, _ = read_latest(workdir, wanted)
-  return config, restored["g_params"]
+  return config, restored[key(config)]

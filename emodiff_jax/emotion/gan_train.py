@@ -16,6 +16,8 @@ Evaluation uses a separate `EmotionClassifier` trained on real trajectories only
   (`synth.expression.emotion_direction`, unit norm, time-averaged) over a grid of alphas: its Spearman
   correlation with alpha per emotion, and whether alpha = 0 lies within mean +- 2 std of the projections
   of real neutral trajectories.
+- `neutral_drift`: per coefficient, how far the generated neutral trajectory's mean sits from the real
+  neutral trajectories', in units of their spread.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ Metrics = dict[str, Array]
 
 @flax.struct.dataclass
 class GANState:
-  """Generator and discriminator params with their optax states, the step count and the noise key."""
+  """Generator and discriminator params with their optax states, the generator's exponential moving average
+  (`g_ema`, the one to sample from), the step count and the noise key."""
 
   step: Array
   g_params: Any
+  g_ema: Any
   d_params: Any
   g_opt_state: Any
   d_opt_state: Any
@@ -76,13 +80,15 @@ def create_gan_state(config: ml_collections.ConfigDict, rng: Array) -> GANState:
   k_params, k_noise = jax.random.split(rng)
   g_params, d_params = init_params(model_config(config), k_params)
   g_tx, d_tx = _optimizers(config)
-  return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
-                  g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), rng=k_noise)
+  return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, g_ema=jax.tree.map(jnp.copy, g_params),
+                  d_params=d_params, g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), rng=k_noise)
 
 
 def make_gan_step(config: ml_collections.ConfigDict) -> Callable[[GANState, dict], tuple[GANState, Metrics]]:
-  """A jitted `step(state, batch) -> (state, metrics)`: one D update, then one G update."""
+  """A jitted `step(state, batch) -> (state, metrics)`: one D update, then one G update and its EMA
+  (`config.train.ema_decay`; 0: `g_ema` is `g_params`)."""
   cfg = model_config(config)
+  ema_decay = config.train.get("ema_decay", 0.0)
   g, d = ExpressionGenerator(cfg), ExpressionDiscriminator(cfg)
   g_tx, d_tx = _optimizers(config)
 
@@ -120,8 +126,9 @@ def make_gan_step(config: ml_collections.ConfigDict) -> Callable[[GANState, dict
     (g_grads,) = g_vjp(d_fake)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
-    new_state = GANState(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
-                         d_opt_state=d_opt_state, rng=rng)
+    g_ema = optax.incremental_update(g_params, state.g_ema, 1.0 - ema_decay)
+    new_state = GANState(step=state.step + 1, g_params=g_params, g_ema=g_ema, d_params=d_params,
+                         g_opt_state=g_opt_state, d_opt_state=d_opt_state, rng=rng)
     return new_state, {"d_loss": d_loss, "g_loss": g_loss, **d_metrics, **g_metrics}
 
   return jax.jit(step)
@@ -251,3 +258,22 @@ def intensity_eval(config: ml_collections.ConfigDict, g_params: Any, data: Expre
         "alpha0_in_band": bool(band[0] <= mean[0] <= band[1]),
         "alpha0_fraction_in_band": float(((band[0] <= proj[0]) & (proj[0] <= band[1])).mean())}
   return result
+
+
+def neutral_drift(config: ml_collections.ConfigDict, g_params: Any, data: ExpressionData, num_samples: int = 32,
+                  floor: float = 0.05, seed: int = 0) -> np.ndarray:
+  """`|mean generated - mean real| / std real` per coefficient, `[D]`, between the generated neutral trajectory
+  (alpha 0) and `data`'s neutral trajectories (mean and std over clips and frames, the std at least `floor`),
+  on `num_samples` noises and the real neutral clips' audio. Every inference edit starts from this trajectory,
+  and the coefficients of `config.model.keep_neutral` (the synthetic head pose) are taken from it as they are."""
+  cfg = model_config(config)
+  neutral = data.where(data.emotion == 0)
+  if not len(neutral):
+    raise ValueError("neutral_drift needs neutral trajectories in the evaluation data; there are none")
+  rows = np.arange(num_samples) % len(neutral)
+  noise = np.random.default_rng(seed).standard_normal((num_samples, data.expression.shape[1], cfg.noise_dim),
+                                                      np.float32)
+  fake = generate(config, g_params, np.zeros(num_samples, np.int32), np.zeros(num_samples, np.float32), noise,
+                  neutral.audio[rows])
+  real = neutral.expression
+  return np.abs(fake.mean((0, 1)) - real.mean((0, 1))) / np.maximum(real.std((0, 1)), floor)

@@ -19,7 +19,9 @@ Intensity follows the paper's editing rule (the linearity of FLAME expressions, 
 neutral one `e_n` from the same noise and audio, and the output is `e_n + alpha * (e_e - e_n)`. Alpha
 is therefore not an input of the LSTM; the projection on the emotion direction is linear in alpha by
 construction and the network learns only what the emotion does (`e_e - e_n`) and what it does not.
-For a neutral request `e_e = e_n`, so alpha has no effect.
+For a neutral request `e_e = e_n`, so alpha has no effect. Coefficients in `keep_neutral` are left out of
+the edit: the output keeps `e_n`'s values there at every alpha, in training as at inference (the synthetic
+world carries head pose in its expression vector, and no emotion moves it; FLAME's code holds no pose).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class ExpressionGANConfig:
     adv_weight: weight of the generator's adversarial loss.
     rec_weight: weight of the L1 reconstruction loss.
     cls_weight: weight of the emotion classification loss (for D on real, for G on generated data).
+    keep_neutral: coefficient indices no emotion moves (output = `e_n` there at every alpha).
   """
 
   expression_dim: int = EXPRESSION_DIM
@@ -73,10 +76,16 @@ class ExpressionGANConfig:
   adv_weight: float = 1.0
   rec_weight: float = 10.0
   cls_weight: float = 1.0
+  keep_neutral: tuple[int, ...] = ()
 
   def __post_init__(self):
     if self.gan_loss not in GAN_LOSSES:
       raise ValueError(f"unknown gan_loss {self.gan_loss!r}; expected one of {GAN_LOSSES}")
+    object.__setattr__(self, "keep_neutral", tuple(int(i) for i in self.keep_neutral))
+    bad = [i for i in self.keep_neutral if not 0 <= i < self.expression_dim]
+    if bad:
+      raise ValueError(f"keep_neutral={list(self.keep_neutral)}: indices {bad} outside the "
+                       f"{self.expression_dim}-d expression vector")
 
 
 def level_alpha(level: Array) -> Array:
@@ -114,7 +123,10 @@ class ExpressionGenerator(nn.Module):
       h = nn.RNN(nn.OptimizedLSTMCell(cfg.hidden_size), name=f"lstm_{i}")(h)
     out = nn.Dense(cfg.expression_dim, name="proj_out")(h)
     emotional, neutral = out[:b], out[b:]
-    return neutral + alpha[:, None, None] * (emotional - neutral)
+    edit = emotional - neutral
+    if cfg.keep_neutral:
+      edit = edit.at[..., jnp.asarray(cfg.keep_neutral)].set(0.0)
+    return neutral + alpha[:, None, None] * edit
 
 
 class ExpressionDiscriminator(nn.Module):
