@@ -55,7 +55,7 @@ checkpoint: setup
 	$(BIN)/python -m launch.train --config=configs/synthetic_stage2_finetune.py --workdir=$(RUNS)/stage2_ft \
 	  --config.init.bundle=$(RUNS)/bundle_2d
 	$(BIN)/python -m launch.export_bundle --stage2=$(RUNS)/stage2_ft --gan=$(RUNS)/expr_gan \
-	  --out=data/checkpoints/synthetic --cfg.guidance.emotion=3 --cfg.guidance.emotion_t_min=500
+	  --out=data/checkpoints/synthetic --cfg.guidance.emotion=2 --cfg.guidance.emotion_t_min=500
 
 # pytest exit 5 (no tests collected) is a failure, not a pass.
 test: setup-test

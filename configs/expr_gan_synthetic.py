@@ -5,21 +5,22 @@ Data: `emotion.expression_data.synthetic_trajectories` ('mead_like', 4 clips per
 trajectories of 32 frames x 50 coefficients with per-frame loudness; 88 held-out test ones). Model:
 `models.expression_gan` (generator: 2-layer LSTM of 64; discriminator: 3 temporal convs of 64).
 
-Cost and result, 2-core CPU: data 20 s, 2000 steps of batch 32 about 40 s alone (230 s shared with other
-jobs), evaluation 16 s. On held-out conditions: 100% of generated trajectories classified as the
-requested emotion (separate classifier, 100% on real ones); Spearman(alpha, projection on the emotion
-direction) 1.000 for all 7 emotions; alpha = 0 inside the real neutral spread for all 7; the edit at alpha 1
-0.82-1.11 of the real emotion's span at seed 0 (the README has the run). With
-`balance_emotions` this holds for seeds 0-3 (largest alpha-0 projection off the neutral mean 0.027 of a
-unit span, surprised's band aside); with rows sampled uniformly seeds 0 (2000 steps) and 1 (3000) left
-one emotion's alpha 0 outside (sad +0.098, band up to +0.069; happy -0.040). Reproduce (prints these numbers):
+Cost and result, 2-core CPU: 2000 steps of batch 32 in 46 s alone (57 s with data and compilation),
+evaluation 16 s. On held-out conditions, seed 0 (the generator's EMA, head pose out of the edit): 100% of
+generated trajectories classified as the requested emotion (separate classifier, 100% on real ones);
+Spearman(alpha, projection on the emotion direction) 1.000 for all 7 emotions; alpha = 0 inside the real
+neutral spread for all 7; the edit at alpha 1 0.93-1.12 of the real emotion's span; the neutral
+trajectory's mean at most 0.53 real std off the real one (head roll). Seeds 0-3: neutral drift 0.47-0.54
+with the EMA, 0.76-1.24 without (2 of 4 over 1), strength 0.91-1.13 (README, GAN section). With
+`balance_emotions` the neutral target held for seeds 0-3 (measured before the EMA and the pose change);
+with rows sampled uniformly seeds 0 (2000 steps) and 1 (3000) left one emotion's alpha 0 outside (sad
++0.098, band up to +0.069; happy -0.040). Reproduce (prints these numbers):
 
   pytest tests/test_expression_gan.py -m slow -s
 
-The training run (checkpoints every 500 steps, resumable, TensorBoard in `<workdir>/tb`) and its plot
-(trajectories per emotion at alpha 0.25 / 0.5 / 1.0): 2000 steps in 4 min 20 s wall on the same shared
-CPU (data and compilation included; 10-20 steps/s), plot 13 s. Its generator
-(`emotion.gan_loop.load_generator(workdir)`) scores the numbers above under the same evaluation.
+The training run (checkpoints every 500 steps, resumable, TensorBoard in `<workdir>/tb`), its plot
+(trajectories per emotion at alpha 0.25 / 0.5 / 1.0; 13 s) and its evaluation; the run's generator
+(`emotion.gan_loop.load_generator(workdir)`: the EMA) scores the numbers above:
 
   python -m launch.train_expr --config=configs/expr_gan_synthetic.py --workdir=/tmp/emodiff/expr_gan
   python -m launch.plot_expr --workdir=/tmp/emodiff/expr_gan --out=expr.png

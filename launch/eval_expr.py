@@ -1,6 +1,6 @@
 """Scores an expression generator against the emotion-editing targets (emodiff_jax/emotion/gan_eval.py):
 classification accuracy of generated trajectories, Spearman of intensity, alpha 0 in the neutral spread,
-the edit's strength against the real emotion's.
+the edit's strength against the real emotion's, the neutral trajectory's drift from the real neutral one.
 Writes `metrics.json` and `metrics.md` to `--out` and prints the tables; exit 0 whether or not targets are met.
 
   python -m launch.eval_expr --out=/tmp/emodiff/expr_eval                      # the shipped checkpoint's GAN
