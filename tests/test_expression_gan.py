@@ -221,6 +221,7 @@ def test_kept_coefficients_follow_the_neutral_trajectory_at_every_alpha():
     ExpressionGANConfig(expression_dim=20, keep_neutral=(15, 20))
 
 
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # a constant generator
 def test_neutral_drift_is_the_generated_neutral_mean_off_the_real_one_in_real_spreads(small_data):
   config = small_config()
   params = init_params(gan_train.model_config(config), jax.random.key(0))[0]
