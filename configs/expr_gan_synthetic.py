@@ -32,7 +32,7 @@ Overrides work on every field, e.g. `--config.model.gan_loss=hinge --config.trai
 import ml_collections
 
 from configs import common
-from emodiff_jax.synth.expression import INDEX
+from emodiff_jax.synth.expression import POSE_INDICES
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
       # Left out of the edit (the output keeps the neutral trajectory's values, in training and inference):
       # the world's head pose rides in its expression vector but no emotion moves it. () for FLAME codes,
       # which hold no pose.
-      keep_neutral=tuple(INDEX[name] for name in ("head_yaw", "head_pitch", "head_roll"))))
+      keep_neutral=POSE_INDICES))
 
   config.optimizer = ml_collections.ConfigDict(dict(g_lr=2e-4, d_lr=2e-4, b1=0.5, b2=0.999))
   config.train = ml_collections.ConfigDict(dict(

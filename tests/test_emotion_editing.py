@@ -118,7 +118,7 @@ def test_expression_sequence_errors(neutral, directions):
 
 def _random_generator(keep_neutral=None):
   """A small random-weight expression generator (its edits move every coefficient, pose included), with
-  the config's `edit.keep_neutral` unless one is given."""
+  the config's `model.keep_neutral` unless one is given."""
   import jax
 
   from configs import expr_gan_synthetic
@@ -135,9 +135,9 @@ def _random_generator(keep_neutral=None):
 
 def test_generated_edit_leaves_the_kept_coefficients_at_the_neutral_trajectory():
   from emodiff_jax.emotion.condition import generated_expressions
-  from emodiff_jax.synth.expression import INDEX
+  from emodiff_jax.synth.expression import POSE_INDICES
 
-  pose = [INDEX[k] for k in ("head_yaw", "head_pitch", "head_roll")]
+  pose = list(POSE_INDICES)
   audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
   free = _random_generator(())
   kept = _random_generator()

@@ -199,8 +199,8 @@ def test_the_shipped_checkpoints_generator_meets_every_target(tmp_path):
 
 
 def test_kept_coefficients_follow_the_neutral_trajectory_at_every_alpha():
-  from emodiff_jax.synth.expression import INDEX
-  pose = [INDEX[k] for k in ("head_yaw", "head_pitch", "head_roll")]
+  from emodiff_jax.synth.expression import POSE_INDICES
+  pose = list(POSE_INDICES)
   free = ExpressionGANConfig(expression_dim=20, hidden_size=8, num_layers=1, audio_dim=1)
   kept = dataclasses.replace(free, keep_neutral=pose)
   params = init_params(free, jax.random.key(0))[0]  # same params: keep_neutral adds none

@@ -195,13 +195,17 @@ def classify(config: ml_collections.ConfigDict, clf_params: Any, expression: np.
   return np.asarray(logits.argmax(-1))
 
 
+def generator_noise(config: ml_collections.ConfigDict, num: int, num_frames: int, seed: int) -> np.ndarray:
+  """The generator's per-frame noise `[num, num_frames, Z]` for evaluation, deterministic in `seed`."""
+  return np.random.default_rng(seed).standard_normal((num, num_frames, model_config(config).noise_dim), np.float32)
+
+
 def emotion_accuracy(config: ml_collections.ConfigDict, g_params: Any, clf_params: Any, data: ExpressionData,
                      seed: int = 0) -> dict[str, float]:
   """Generates one trajectory per row of `data` (its emotion, level and audio) and returns the fraction
   classified as the requested emotion, overall (`accuracy`) and per level (`accuracy_level_<n>`), and the
   classifier's accuracy on `data` itself (`real_accuracy`)."""
-  cfg = model_config(config)
-  noise = np.random.default_rng(seed).standard_normal(data.expression.shape[:2] + (cfg.noise_dim,), np.float32)
+  noise = generator_noise(config, *data.expression.shape[:2], seed)
   fake = generate(config, g_params, data.emotion, np.asarray(level_alpha(data.level)), noise, data.audio)
   hit = classify(config, clf_params, fake) == data.emotion
   result = {"accuracy": float(hit.mean()),
@@ -230,11 +234,9 @@ def intensity_eval(config: ml_collections.ConfigDict, g_params: Any, data: Expre
   at alpha 0, over `span`), `alpha0_in_band` (the mean projection at alpha 0 lies in the band) and
   `alpha0_fraction_in_band` (the samples that do).
   """
-  cfg = model_config(config)
   emotions = EMOTIONS[1:]
   alphas = np.linspace(0.0, 1.0, num_alphas, dtype=np.float32)
-  noise = np.random.default_rng(seed).standard_normal((num_samples, data.expression.shape[1], cfg.noise_dim),
-                                                      np.float32)
+  noise = generator_noise(config, num_samples, data.expression.shape[1], seed)
   grid = (len(emotions), num_alphas, num_samples)
   emotion = np.broadcast_to(np.arange(1, len(EMOTIONS))[:, None, None], grid).ravel()
   alpha = np.broadcast_to(alphas[None, :, None], grid).ravel()
@@ -266,13 +268,11 @@ def neutral_drift(config: ml_collections.ConfigDict, g_params: Any, data: Expres
   (alpha 0) and `data`'s neutral trajectories (mean and std over clips and frames, the std at least `floor`),
   on `num_samples` noises and the real neutral clips' audio. Every inference edit starts from this trajectory,
   and the coefficients of `config.model.keep_neutral` (the synthetic head pose) are taken from it as they are."""
-  cfg = model_config(config)
   neutral = data.where(data.emotion == 0)
   if not len(neutral):
     raise ValueError("neutral_drift needs neutral trajectories in the evaluation data; there are none")
   rows = np.arange(num_samples) % len(neutral)
-  noise = np.random.default_rng(seed).standard_normal((num_samples, data.expression.shape[1], cfg.noise_dim),
-                                                      np.float32)
+  noise = generator_noise(config, num_samples, data.expression.shape[1], seed)
   fake = generate(config, g_params, np.zeros(num_samples, np.int32), np.zeros(num_samples, np.float32), noise,
                   neutral.audio[rows])
   real = neutral.expression

@@ -21,6 +21,7 @@ COEFFICIENTS = (
     "cheek_raise", "nose_wrinkle", "head_yaw", "head_pitch", "head_roll",
 )
 INDEX = {name: i for i, name in enumerate(COEFFICIENTS)}
+POSE_INDICES = tuple(INDEX[name] for name in ("head_yaw", "head_pitch", "head_roll"))  # No emotion moves these.
 
 # FACS-like prototypes (Ekman & Friesen action units, simplified to our coefficients).
 EMOTION_COEFFS: dict[str, dict[str, float]] = {
