@@ -39,9 +39,10 @@ def main(argv) -> None:
   if _EVALUATE.value:
     if not (_PROBE.value and _GAN_WORKDIR.value):
       raise app.UsageError("--evaluate needs --probe and --gan_workdir")
-    from emodiff_jax.emotion.probe import load_probe, probe_extractor
-    probe_fn = probe_extractor(load_probe(_PROBE.value))
-    evaluate_fn = lambda run_dir: ablate.bundle_metrics(run_dir, _GAN_WORKDIR.value, probe_fn,
+    from emodiff_jax.emotion.probe import load_probe, probe_extractor, probe_features
+    probe = load_probe(_PROBE.value)
+    probe_fn, feature_fn = probe_extractor(probe), probe_features(probe)
+    evaluate_fn = lambda run_dir: ablate.bundle_metrics(run_dir, _GAN_WORKDIR.value, probe_fn, feature_fn=feature_fn,
                                                         clips_per_cell=_CLIPS.value, seconds=_SECONDS.value)
   rows = ablate.run_ablations(config, _ABLATIONS.value or list(ablate.CHANGES), _WORKDIR.value,
                               evaluate_fn=evaluate_fn)

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     p.error("--vae-run and --cfg.* apply to a checkpoint: leave out --oracle")
   if args.roundtrip_only and (args.oracle or overrides):
     p.error("--roundtrip-only samples nothing: leave out --oracle and --cfg.*")
-  from emodiff_jax.emotion.probe import load_probe, probe_extractor
+  from emodiff_jax.emotion.probe import load_probe, probe_extractor, probe_features
   from emodiff_jax.eval import harness
 
   partitions = tuple(args.partitions.split(","))
@@ -86,8 +86,9 @@ def main(argv=None) -> int:
   if not args.no_baselines:
     fns["reference_repeated"] = harness.reference_repeated_fn
     fns["random_identity"] = harness.random_identity_fn(args.split, partitions)
+  probe = load_probe(args.probe)
   results = harness.evaluate(
-      fns, probe_extractor(load_probe(args.probe)), split=args.split,
+      fns, probe_extractor(probe), feature_fn=probe_features(probe), split=args.split,
       emotions=tuple(args.emotions.split(",")) if args.emotions else harness.EMOTIONS,
       intensities=tuple(float(a) for a in args.intensities.split(",")), clips_per_cell=args.clips_per_cell,
       seconds=args.seconds, seed=args.seed, partitions=partitions, identity_offset=args.identity_offset)

@@ -25,10 +25,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = dict(intensities=(0.0, 0.5, 1.0), clips_per_cell=1, seconds=1.2, seed=0, classifier_clips=2)
 
 
+def pooled_pixels(frames: np.ndarray) -> np.ndarray:
+  """uint8 frames `[T, 64, 64, 3]` mean-pooled to 8x8 cells, in [0, 1]: `[T, 192]`."""
+  return frames.reshape(len(frames), 8, 8, 8, 8, 3).mean((2, 4)).reshape(len(frames), -1) / 255.0
+
+
 @pytest.fixture(scope="module")
 def baseline_results():
   """The oracle and both baselines, measured by a probe exact on the world by construction: every frame the
-  harness renders is recorded with its expression, and the probe looks frames up by their bytes."""
+  harness renders is recorded with its expression, and the probe looks frames up by their bytes. The FID
+  features stand in for a network that sees both the expression and the face: the exact 18 coefficients
+  beside `pooled_pixels`."""
   seen = {}
   render = harness.render_frames
 
@@ -45,7 +52,8 @@ def baseline_results():
     mp.setattr(harness, "render_frames", recording)  # clips
     mp.setattr(world, "render_frames", recording)  # portraits (`world.neutral_portrait`, cached)
     world.neutral_portrait.cache_clear()
-    return harness.evaluate(fns, exact_probe, **SETTINGS)
+    features = lambda frames: np.concatenate([exact_probe(frames)[:, :18], pooled_pixels(frames)], axis=1)
+    return harness.evaluate(fns, exact_probe, feature_fn=features, **SETTINGS)
 
 
 def test_oracle_with_exact_probe_reaches_the_upper_bound(baseline_results):
@@ -68,6 +76,10 @@ def test_baselines_fail_where_they_should(baseline_results):
   assert confusion[:, harness.EMOTIONS.index("neutral")].sum() == confusion.sum() > 0
   assert not (repeated["spearman"] or 0.0) >= oracle["spearman"] - 0.5  # constant: undefined or low
   assert repeated["fd_probe"] > oracle["fd_probe"] and swapped["fd_face"] > oracle["fd_face"]
+  # Features that see the face as well as the expression: both baselines are far from the real clips, while
+  # the identity-blind coefficients cannot tell another face's real clip from the right one's.
+  assert repeated["fid_probe"] > 2 * oracle["fid_probe"] and swapped["fid_probe"] > 2 * oracle["fid_probe"]
+  assert swapped["fd_probe"] < 3 * oracle["fd_probe"] + 0.05
   assert swapped["identity_similarity"] < oracle["identity_similarity"]
   assert swapped["sync_correlation"] < oracle["sync_correlation"] - 0.3  # its own audio, not the request's
 
@@ -112,6 +124,8 @@ def test_report_files_are_written_and_parse(baseline_results, tmp_path):
   assert table[0].startswith("| method | emotion |")
   assert sum(row.startswith("| oracle |") for row in table) == len(harness.EMOTIONS) + 1
   assert any(row.startswith("| random_identity | overall |") for row in table)
+  column = [c.strip() for c in table[0].split("|")].index("FID probe")
+  assert all(row.split("|")[column].strip() not in ("", "n/a") for row in table[2:4])
   assert "- oracle: neutral -> neutral" in "\n".join(table)
   image = np.asarray(Image.open(paths["intensity.png"]))
   assert image.ndim == 3 and image.std() > 0
@@ -149,6 +163,7 @@ def test_launch_evaluate_on_micro_bundle_writes_the_report(tmp_path):
   assert sorted(os.listdir(out)) == ["intensity.png", "metrics.json", "metrics.md"]
   report = json.load(open(out / "metrics.json"))
   assert {"model", "vae_roundtrip"} <= set(report["methods"])
+  assert report["methods"]["model"]["overall"]["fid_probe"] >= 0.0  # the probe's features reach the report
   sampling = report["settings"]["sampling"]  # the settings the model row was sampled with
   assert sampling["num_steps"] == 2 and sampling["guidance"]["expression"] == 2.0
   subprocess.run([sys.executable, "-m", "launch.evaluate", f"--checkpoint={bundle}", "--roundtrip-only",

@@ -34,6 +34,17 @@ def test_extractor_maps_uint8_frames_to_50d_codes_and_registers():
     records.set_expression_extractor(None)
 
 
+def test_features_are_the_hidden_layer_the_coefficients_are_read_from():
+  state = _untrained_state()
+  frames = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+  features = probe.probe_features(state, batch_size=4)(frames)
+  assert features.shape == (5, probe.ExpressionProbe().hidden) and features.min() >= 0.0 and features.std() > 0
+  head = state.params["dense1"]
+  coefficients = (features @ np.asarray(head["kernel"]) + np.asarray(head["bias"])) * state.std + state.mean
+  np.testing.assert_allclose(coefficients, probe.make_predictor(state, 4)(frames), rtol=1e-4, atol=1e-4)
+  assert probe.probe_features(state, 4)(np.zeros((2, 96, 96, 3), np.uint8)).shape == (2, 256)  # resized to 64
+
+
 def test_save_load_roundtrip_and_atomic_write(tmp_path):
   state = _untrained_state()
   path = str(tmp_path / "probe.msgpack")

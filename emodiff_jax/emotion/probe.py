@@ -18,7 +18,7 @@ held-out identities x 22 conditions (11,088 frames; lowest: lip_stretch 0.82, li
 0.90) and 0.899 on `list_clips('test')` of both partitions (50-frame clips); 0.992 on training frames.
 - `save_probe` / `load_probe`: params and target statistics as flax msgpack, written atomically.
 - `probe_extractor`: `frames uint8 [T, H, W, 3] -> float32 [T, 50]`, for
-  `input.records.set_expression_extractor`.
+  `input.records.set_expression_extractor`; `probe_features`: the hidden activations `[T, 256]` (FID space).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ PARTITIONS = ("mead_like", "hdtf_like")
 
 
 class ExpressionProbe(nn.Module):
-  """Frames `[B, 64, 64, 3]` in [0, 1] -> standardised coefficients `[B, 18]`.
+  """Frames `[B, 64, 64, 3]` in [0, 1] -> standardised coefficients `[B, 18]`, or with `features=True` the
+  head's hidden activations `[B, hidden]` (the layer before the output, as FID takes InceptionV3's pool
+  features rather than its logits).
 
   Four 2x2 stride-2 convolutions (non-overlapping patches, 64 -> 4 pixels) and a 2-layer MLP head. On a
   2-core CPU a training step of batch 64 took 0.21 s, against 0.71 s with 3x3 stride-2 convolutions.
@@ -55,11 +57,13 @@ class ExpressionProbe(nn.Module):
   hidden: int = 256
 
   @nn.compact
-  def __call__(self, frames: jax.Array) -> jax.Array:
+  def __call__(self, frames: jax.Array, features: bool = False) -> jax.Array:
     x = frames * 2.0 - 1.0
     for i, width in enumerate(self.widths):
       x = nn.relu(nn.Conv(width, (2, 2), strides=(2, 2), padding="VALID", name=f"conv{i}")(x))
     x = nn.relu(nn.Dense(self.hidden, name="dense0")(x.reshape(x.shape[0], -1)))
+    if features:
+      return x
     return nn.Dense(NUM_COEFFS, name="dense1")(x)
 
 
@@ -95,27 +99,43 @@ def probe_dataset(specs: Sequence[ClipSpec], num_frames: int = 12, seed: int = 0
           np.concatenate([c.expression[:, :NUM_COEFFS] for c in clips]).astype(np.float32))
 
 
-def make_predictor(state: ProbeState, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-  """`frames uint8 [T, H, W, 3] -> coefficients float32 [T, 18]`, jitted once; frames are resized to 64 if
-  needed and run in chunks of `batch_size` (the last one padded, so each frame size compiles once)."""
-  model, mean, std = ExpressionProbe(), jnp.asarray(state.mean), jnp.asarray(state.std)
+def _batched(run: Callable[[jax.Array], jax.Array], size: int, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+  """Applies a jitted `run(frames [B, H, W, 3]) -> [B, size]` to any number of frames in chunks of
+  `batch_size` (the last one padded, so each frame size compiles once)."""
 
-  @jax.jit
-  def run(frames: jax.Array) -> jax.Array:
-    x = frames.astype(jnp.float32) / 255.0
-    if x.shape[1:3] != (RESOLUTION, RESOLUTION):
-      x = jax.image.resize(x, (x.shape[0], RESOLUTION, RESOLUTION, 3), "linear")
-    return model.apply({"params": state.params}, x) * std + mean
-
-  def predict(frames: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(frames), NUM_COEFFS), np.float32)
+  def apply(frames: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(frames), size), np.float32)
     for i in range(0, len(frames), batch_size):
       chunk = frames[i:i + batch_size]
       padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
       out[i:i + len(chunk)] = np.asarray(run(jnp.asarray(padded)))[:len(chunk)]
     return out
 
-  return predict
+  return apply
+
+
+def _probe_input(frames: jax.Array) -> jax.Array:
+  """uint8 `[B, H, W, 3]` -> float `[B, 64, 64, 3]` in [0, 1] (bilinear resize when H, W differ)."""
+  x = frames.astype(jnp.float32) / 255.0
+  if x.shape[1:3] != (RESOLUTION, RESOLUTION):
+    x = jax.image.resize(x, (x.shape[0], RESOLUTION, RESOLUTION, 3), "linear")
+  return x
+
+
+def make_predictor(state: ProbeState, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+  """`frames uint8 [T, H, W, 3] -> coefficients float32 [T, 18]`, jitted once; frames are resized to 64 if
+  needed and run in chunks of `batch_size`."""
+  model, mean, std = ExpressionProbe(), jnp.asarray(state.mean), jnp.asarray(state.std)
+  run = jax.jit(lambda frames: model.apply({"params": state.params}, _probe_input(frames)) * std + mean)
+  return _batched(run, NUM_COEFFS, batch_size)
+
+
+def probe_features(state: ProbeState, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+  """`frames uint8 [T, H, W, 3] -> float32 [T, hidden]`: the probe's hidden activations, the feature space of
+  the harness's FID on probe features (`eval.harness`)."""
+  model = ExpressionProbe()
+  run = jax.jit(lambda frames: model.apply({"params": state.params}, _probe_input(frames), features=True))
+  return _batched(run, model.hidden, batch_size)
 
 
 def _augment(key: jax.Array, x: jax.Array) -> jax.Array:

@@ -36,7 +36,7 @@ CHANGES: dict[str, dict[str, Any]] = {
 }
 ABLATIONS = tuple(k for k in CHANGES if k != "baseline")
 HELDOUT_KEYS = 4
-EVAL_COLUMNS = ("accuracy", "spearman", "sync_correlation", "fd_probe", "fd_face", "identity_similarity")
+EVAL_COLUMNS = ("accuracy", "spearman", "sync_correlation", "fd_probe", "fid_probe", "fd_face", "identity_similarity")
 
 
 _MISSING = object()

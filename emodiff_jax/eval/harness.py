@@ -21,10 +21,13 @@ every emotion at several intensities, measures them with an expression probe (`e
 - lip sync: `lipsync.envelope_jaw_sync` of the audio envelope and the probe's `jaw_open`, best offset in
   +-5 frames;
 - Fréchet distances against real world clips of the same requests drawn with another seed (other audio,
-  blinks and head motion): 'fd_probe' on the probe's 18 coefficients per frame (expression realism) and
-  'fd_face' on `synthetic_face_features` of each frame minus those of its reference, pooled from 16x16 to
-  8x8 cells (192-d, so the covariances stay cheap), i.e. appearance relative to the portrait: a swapped
-  identity is far, a real clip of the right identity is near;
+  blinks and head motion): 'fd_probe' on the probe's 18 coefficients per frame (expression realism; they
+  are blind to who is shown), 'fid_probe' on the probe's hidden activations per frame (`feature_fn`, e.g.
+  `emotion.probe.probe_features`: FID's recipe, Heusel et al. 2017, which takes a network's penultimate
+  features rather than its outputs, with the probe as the network; these see the face as well as the
+  expression) and 'fd_face' on `synthetic_face_features` of each frame minus those of its reference, pooled
+  from 16x16 to 8x8 cells (192-d, so the covariances stay cheap), i.e. appearance relative to the portrait:
+  a swapped identity is far, a real clip of the right identity is near;
 - identity: `identity_similarity` (synthetic face features) and `attribute_colour_distance` to the
   reference.
 
@@ -203,13 +206,12 @@ def vae_roundtrip_fn(bundle: Any, split: str = "test", partitions: Sequence[str]
 
 
 def with_vae_run(bundle: Any, workdir: str) -> Any:
-  """`bundle` with its VAE (`model.vae` config and params) replaced by the latest checkpoint of a
-  `launch.train_vae` run (EMA params when it kept them), e.g. to measure that VAE's `vae_roundtrip_fn`."""
-  from emodiff_jax.train.vae_loop import load_vae
-  run_config, params = load_vae(workdir)
-  config = bundle.config.copy_and_resolve_references()
-  config.model.vae = run_config.model.vae
-  return dataclasses.replace(bundle, config=config, params={**bundle.params, "vae": params})
+  """`bundle` with its VAE (`model.vae` config and params) replaced by the latest checkpoint of any
+  `launch.train_vae` run (`sampling.bundle.with_vae`, latents not checked), e.g. to measure that VAE's
+  `vae_roundtrip_fn`."""
+  from emodiff_jax.sampling.bundle import with_vae
+  config, params = with_vae(bundle.config, bundle.params, workdir, keep_latents=False)
+  return dataclasses.replace(bundle, config=config, params=params)
 
 
 def random_identity_fn(split: str = "test", partitions: Sequence[str] = PARTITIONS,
@@ -319,13 +321,16 @@ def face_offsets(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _clip_rows(requests: Sequence[Request], frames: Sequence[np.ndarray], probe_fn: ProbeFn,
-               references: Sequence[np.ndarray], audios: Sequence[np.ndarray], num_frames: int) -> list[dict]:
+               references: Sequence[np.ndarray], audios: Sequence[np.ndarray], num_frames: int,
+               feature_fn: ProbeFn | None = None) -> list[dict]:
   """Per clip: probe codes `measured [T, 50]` (`codes`: the 18 named ones), the audio `envelope [T]`, the
-  `requested [T, 50]` world trajectory, `face` offsets `[T, 192]` and the identity scores."""
+  `requested [T, 50]` world trajectory, `face` offsets `[T, 192]`, the identity scores and, with
+  `feature_fn`, the probe's `features [T, F]`."""
   rows = []
   for r, f, ref, audio in zip(requests, frames, references, audios):
     measured = np.asarray(probe_fn(f), np.float64)
-    rows.append(dict(request=r, measured=measured, codes=measured[:, :len(COEFFICIENTS)],
+    extra = {} if feature_fn is None else dict(features=np.asarray(feature_fn(f), np.float64))
+    rows.append(dict(**extra, request=r, measured=measured, codes=measured[:, :len(COEFFICIENTS)],
                      envelope=envelope_from_audio(audio, num_frames),
                      requested=world_expression(r.emotion, r.intensity, audio, num_frames, r.seed),
                      face=face_offsets(f, ref),
@@ -343,7 +348,10 @@ def _summary(rows: list[dict], real: list[dict], centroids: np.ndarray, emotions
                            np.stack([r["measured"][:, INDEX["jaw_open"]] for r in rows]))
   err = expression_error(np.concatenate([r["requested"] for r in rows]), np.concatenate([r["measured"] for r in rows]))
   fd = {}
-  for name, key in (("fd_probe", "codes"), ("fd_face", "face")):
+  for name, key in (("fd_probe", "codes"), ("fid_probe", "features"), ("fd_face", "face")):
+    if key not in rows[0]:
+      fd[name] = None
+      continue
     stats = [FeatureStats().update(np.concatenate([r[key] for r in rs])) for rs in (rows, real)]
     fd[name] = stats_distance(*stats)
   defined, slopes = [], []
@@ -382,8 +390,10 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
              emotions: Sequence[str] = EMOTIONS, intensities: Sequence[float] = INTENSITIES,
              clips_per_cell: int = 2, seconds: float = 2.0, seed: int = 0,
              partitions: Sequence[str] = PARTITIONS, resolution: int = RESOLUTION,
-             classifier_clips: int = 4, identity_offset: int = 0) -> dict:
+             classifier_clips: int = 4, identity_offset: int = 0, feature_fn: ProbeFn | None = None) -> dict:
   """Evaluates one `VideoFn` (named 'model') or several `{name: VideoFn}` on the same requests.
+
+  `feature_fn` (frames uint8 `[T, H, W, 3]` -> `[T, F]`) gives 'fid_probe'; without it that metric is None.
 
   Returns a JSON-able dict: 'settings', and per method under 'methods': 'per_emotion' {emotion: metrics},
   'overall' metrics and 'intensity' {emotion: [[requested, mean measured projection], ...]}.
@@ -400,11 +410,12 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
   real_frames = [world_frames(r.partition, r.identity,
                               world_expression(r.emotion, r.intensity, a, num_frames, real_seed(r)), resolution)
                  for r, a in zip(requests, real_audios)]
-  real = _clip_rows(requests, real_frames, probe_fn, references, real_audios, num_frames)
+  real = _clip_rows(requests, real_frames, probe_fn, references, real_audios, num_frames, feature_fn)
   calls = [(ref, a, r.emotion, r.intensity, r.seed) for r, ref, a in zip(requests, references, audios)]
   methods = {}
   for name, fn in fns.items():
-    rows = _clip_rows(requests, _generate(fn, calls, resolution), probe_fn, references, audios, num_frames)
+    rows = _clip_rows(requests, _generate(fn, calls, resolution), probe_fn, references, audios, num_frames,
+                      feature_fn)
     for r in rows:
       e = r["request"].emotion
       r["projection"] = (direction_projection(r["measured"], emotion_direction(e), neutral)
@@ -425,7 +436,8 @@ def evaluate(video_fn: VideoFn | Mapping[str, VideoFn], probe_fn: ProbeFn, *, sp
 
 COLUMNS = (("accuracy", "acc@1.0", "{:.3f}"), ("spearman", "Spearman", "{:.3f}"), ("slope", "slope", "{:.2f}"),
            ("expression_l2", "expr L2", "{:.3f}"), ("sync_correlation", "sync corr", "{:.3f}"),
-           ("sync_offset", "offset", "{:+d}"), ("fd_probe", "FD probe", "{:.3f}"), ("fd_face", "FD face", "{:.3f}"),
+           ("sync_offset", "offset", "{:+d}"), ("fd_probe", "FD probe", "{:.3f}"),
+           ("fid_probe", "FID probe", "{:.3f}"), ("fd_face", "FD face", "{:.3f}"),
            ("identity_similarity", "ID sim", "{:.3f}"), ("colour_distance", "colour dist", "{:.3f}"))
 
 
