@@ -49,9 +49,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.weight_decay = 0.0
   config.optim.ema_decay = 0.99
 
+  # A bundle folder whose VAE to start from ('' = random init); with train.decoder_only the encoder stays frozen
+  # (configs/synthetic_vae_decoder.py).
+  config.init = ml_collections.ConfigDict(dict(bundle=""))
+
   config.mesh = common.mesh()
   config.train = ml_collections.ConfigDict(dict(
-      steps=2000, seed=0, compute_dtype="float32", log_every=25, checkpoint_every=100, keep_checkpoints=3,
+      steps=2000, seed=0, compute_dtype="float32", decoder_only=False,
+      log_every=25, checkpoint_every=100, keep_checkpoints=3,
       async_checkpoints=True, max_bad_steps=20,
       eval_every=100, eval_batches=8, eval_split="test",  # held-out PSNR, EMA params
       preview_every=100, preview_examples=8))

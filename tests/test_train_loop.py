@@ -220,6 +220,16 @@ def test_export_bundle_takes_the_runs_ema_and_sampling_defaults_from_the_command
   again = load_bundle(str(tmp_path / "bundle2"))
   chex.assert_trees_all_equal(again.g_params, bundle.g_params)
   assert again.config.gan == bundle.config.gan and again.config.source.gan == str(tmp_path / "bundle")
+  # `--bundle` rewrites a bundle (here with new sampling defaults); it does not mix with the runs.
+  assert export_bundle.main([f"--bundle={tmp_path / 'bundle'}", f"--out={tmp_path / 'bundle3'}",
+                             "--cfg.guidance.emotion=2"]) == 0
+  third = load_bundle(str(tmp_path / "bundle3"))
+  chex.assert_trees_all_equal(third.params, bundle.params)
+  assert third.config.sampling.guidance.emotion == 2.0 and third.config.model == bundle.config.model
+  for bad in ([f"--bundle={tmp_path / 'bundle'}"] + args[:1], args[1:2]):
+    with pytest.raises(SystemExit) as exit_info:
+      export_bundle.main(bad + [f"--out={tmp_path / 'bundle4'}"])
+    assert exit_info.value.code == 2 and not os.path.exists(tmp_path / "bundle4")
 
 
 @pytest.mark.slow  # compiles the stage-2 step (~2.5 min on 2 cores)

@@ -170,3 +170,45 @@ def test_change_weight_weights_the_reconstruction_towards_where_frames_differ():
   np.testing.assert_allclose(float(terms["l1"]), (w * err).sum() / w.sum(), rtol=1e-5)
   np.testing.assert_allclose(float(plain_terms["l1"]), overall, rtol=1e-5)
   assert (float(terms["l1"]) - overall) * (inside - overall) > 0
+
+
+def test_decoder_fine_tune_keeps_the_bundles_latent_space_and_goes_back_into_the_bundle(vae_runs, tmp_path, capsys):
+  """`train.decoder_only` from `init.bundle`: the encoder side stays the bundle's bit for bit, the decoder moves
+  from the bundle's weights (not a random init), and `launch.export_bundle --bundle --vae` puts it in; a VAE
+  trained whole is refused there (its latents are not the ones the diffusion model knows)."""
+  from emodiff_jax.sampling.bundle import load_bundle
+  from emodiff_jax.train.vae_loop import LATENT_MODULES, load_vae
+  from launch import export_bundle
+  from tests.inference_fixtures import write_micro_bundle
+  path = write_micro_bundle(str(tmp_path / "bundle"))
+  bundle = load_bundle(path)
+  config = micro_vae_config()
+  config.init.bundle = path
+  config.train.update(decoder_only=True, steps=6, eval_every=0, preview_every=0)
+  state = train_vae(config, str(tmp_path / "decoder"))
+  old, new = bundle.params["vae"], jax.device_get(state.params["vae"])
+  for name in LATENT_MODULES:
+    chex.assert_trees_all_equal(new[name], old[name])
+  moved = [float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(new["decoder"]), jax.tree.leaves(old["decoder"]))]
+  assert max(moved) > 0 and max(moved) < 2 * 6 * config.optim.learning_rate  # six Adam steps from the bundle's
+
+  out = str(tmp_path / "bundle_ft")
+  assert export_bundle.main([f"--bundle={path}", f"--vae={tmp_path / 'decoder'}", f"--out={out}"]) == 0
+  rewritten, (_, run_vae) = load_bundle(out), load_vae(str(tmp_path / "decoder"))
+  half = lambda tree: jax.tree.map(lambda x: np.asarray(x, np.float16).astype(np.float32), tree)
+  chex.assert_trees_all_equal(rewritten.params["vae"], half(run_vae))
+  chex.assert_trees_all_equal({k: v for k, v in rewritten.params.items() if k != "vae"},
+                              {k: v for k, v in bundle.params.items() if k != "vae"})
+  chex.assert_trees_all_equal(rewritten.g_params, bundle.g_params)
+
+  with pytest.raises(SystemExit) as e:
+    export_bundle.main([f"--bundle={path}", f"--vae={vae_runs['straight']}", f"--out={tmp_path / 'no'}"])
+  assert e.value.code == 2 and "encodes differently" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "no")
+  config.init.bundle = ""
+  with pytest.raises(ValueError, match="init.bundle"):
+    train_vae(config, str(tmp_path / "no_bundle"))
+  config.init.bundle = path
+  config.model.vae.block_out_channels = (8, 16)
+  with pytest.raises(ValueError, match="bundle's VAE is not this config's"):
+    train_vae(config, str(tmp_path / "other_vae"))

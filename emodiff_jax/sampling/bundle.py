@@ -10,7 +10,10 @@ A bundle folder holds
 `export_bundle` reads the latest checkpoints of a stage-2 run (EMA weights of the networks it trained,
 the rest as trained in stage 1) and of an expression GAN run, or takes another bundle's expression generator
 (`bundle_from_runs` + `save_bundle`, between which `launch.export_bundle` applies its `--cfg.` sampling
-defaults); `load_bundle` rebuilds the param trees and checks every shape against the config.
+defaults); `load_bundle` rebuilds the param trees and checks every shape against the config. `with_vae`
+puts the VAE of a `launch.train_vae` run into a bundle: a decoder fine-tune of the bundle's own VAE
+(`train.decoder_only`), whose encoder must be the bundle's, or, for measuring any VAE's round trip
+(`eval.harness.with_vae_run`), another VAE.
 """
 
 from __future__ import annotations
@@ -151,6 +154,36 @@ def bundle_from_runs(stage2_workdir: str, gan_workdir: str
   gan_config, g_params = _generator(gan_workdir)
   source = dict(stage2=os.path.abspath(stage2_workdir), stage2_step=step, gan=os.path.abspath(gan_workdir))
   return bundle_config(config, gan_config, source), params, g_params
+
+
+def with_vae(config: ml_collections.ConfigDict, params: dict[str, Any], vae_workdir: str, keep_latents: bool = True
+             ) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """`(config, params)` of a bundle with its VAE (`model.vae` and params) replaced by the latest checkpoint of
+  the `launch.train_vae` run `vae_workdir` (EMA params when it kept them).
+
+  With `keep_latents` the run's encoder and `quant_conv` must equal the bundle's (to float16 storage
+  precision): the diffusion model was trained on that latent space, so only a decoder fine-tune of this VAE
+  may replace it; otherwise BundleError naming the run and the first weight that differs.
+  """
+  from emodiff_jax.train.vae_loop import LATENT_MODULES, load_vae  # training code, only needed here
+  try:
+    run_config, vae_params = load_vae(vae_workdir)
+  except FileNotFoundError as e:
+    raise BundleError(f"{vae_workdir}: no VAE checkpoint ({e})") from None
+  if keep_latents:
+    leaves = lambda tree: dict(jax.tree_util.tree_leaves_with_path({k: tree.get(k, {}) for k in LATENT_MODULES}))
+    old, new = leaves(params["vae"]), leaves(vae_params)
+    for path in sorted(old.keys() | new.keys(), key=jax.tree_util.keystr):
+      a, b = old.get(path), new.get(path)
+      if a is None or b is None or np.shape(a) != np.shape(b) or not np.allclose(b, a, rtol=1e-3, atol=1e-5):
+        raise BundleError(f"{vae_workdir}: its VAE encodes differently from the bundle's "
+                          f"(vae{jax.tree_util.keystr(path)} differs); only a decoder fine-tune of the bundle's VAE "
+                          "(train.decoder_only with init.bundle) keeps the latents the diffusion model was trained on")
+  config = config.copy_and_resolve_references()
+  config.model.vae = run_config.model.vae
+  if "source" in config:
+    config.source.vae = os.path.abspath(vae_workdir)
+  return config, {**params, "vae": vae_params}
 
 
 def export_bundle(stage2_workdir: str, gan_workdir: str, out_dir: str) -> str:

@@ -16,6 +16,12 @@ background.
 LDM sums the pixel loss and the KL per example; dividing both by the number of pixel values gives the
 same balance, so `kl_weight` reads as theirs (1e-6 for their KL-f8 models). No perceptual or GAN term.
 
+Decoder fine-tuning (`train.decoder_only`, started from a bundle's VAE with `init.bundle`): the encoder and
+`quant_conv` stay frozen, bit for bit, so the latent space a diffusion model was trained on does not move and
+the new decoder can replace the bundle's (`sampling.bundle.with_vae`); only the decoder side learns to draw
+those latents better. Stability AI's `sd-vae-ft-mse` improved SD's autoencoder the same way, fine-tuning its
+decoder alone to stay compatible with the trained UNets. The KL term then has no gradient.
+
 The run mirrors `train/loop.py`: the `{'vae': params}` state of `train/state.py` (EMA optional) placed
 on the `config.mesh` mesh, the step of `train/step.py` (non-finite guard, accumulation), batches from
 the grain pipeline (`config.data`, stage 'image': each example gives its 'target' and 'reference'
@@ -55,6 +61,7 @@ from emodiff_jax.train.writer import MetricWriter
 log = logging.getLogger("emodiff_jax.train")
 Array = jax.Array
 BATCH_KEYS = ("target", "reference")
+LATENT_MODULES = ("encoder", "quant_conv")  # image -> posterior moments: the latent space
 
 
 def build_vae(config: ml_collections.ConfigDict) -> AutoencoderKL:
@@ -65,6 +72,27 @@ def build_vae(config: ml_collections.ConfigDict) -> AutoencoderKL:
 def init_vae_params(vae: AutoencoderKL, resolution: int, rng: Array) -> Any:
   """Random params of `vae` (initialised on `[1, resolution, resolution, 3]`)."""
   return vae.init(rng, jnp.zeros((1, resolution, resolution, 3), jnp.float32))["params"]
+
+
+def vae_labels(abstract_params: Any, decoder_only: bool) -> Any:
+  """`{'vae': tree of 'train' / 'frozen'}` for `make_optimizer`: every leaf trains, or with `decoder_only`
+  the modules that make the latents (`LATENT_MODULES`) are frozen."""
+  return {"vae": {name: jax.tree.map(lambda _: "frozen" if decoder_only and name in LATENT_MODULES else "train", tree)
+                  for name, tree in abstract_params["vae"].items()}}
+
+
+def bundle_vae_params(path: str, abstract: Any) -> Any:
+  """The VAE params of the bundle folder `path`, checked against `abstract` (the run's VAE params as shapes,
+  `jax.eval_shape`); ValueError naming the bundle when the architectures differ."""
+  from emodiff_jax.sampling.bundle import load_bundle  # only needed to start from a bundle
+  params = load_bundle(path).params["vae"]
+  shapes = lambda tree: {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  have, want = shapes(params), shapes(abstract)
+  if have != want:
+    diff = sorted(set(have.items()) ^ set(want.items()))[:3]
+    raise ValueError(f"{path}: the bundle's VAE is not this config's model.vae (first differences, (path, shape): "
+                     f"{diff})")
+  return jax.tree.map(lambda p, a: jnp.asarray(p, a.dtype), params, abstract)
 
 
 def batch_images(batch: dict[str, Array]) -> Array:
@@ -176,7 +204,12 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   k_init, k_state = jax.random.split(jax.random.PRNGKey(config.train.seed))
   init = lambda k: {"vae": init_vae_params(vae, config.model.resolution, k)}
   abstract_params = jax.eval_shape(init, k_init)
-  labels = jax.tree.map(lambda _: "train", abstract_params)
+  start = config.get("init", {}).get("bundle", "")
+  decoder_only = config.train.get("decoder_only", False)
+  if decoder_only and not start:
+    raise ValueError("train.decoder_only fine-tunes a trained decoder: set init.bundle to the bundle whose latent "
+                     "space to keep")
+  labels = vae_labels(abstract_params, decoder_only)
   tx, schedule = make_optimizer(config.optim, labels, config.train.steps)
   make_state = lambda p: create_state(p, tx, labels, k_state, config.optim.ema_decay)
   abstract_state = jax.eval_shape(make_state, abstract_params)
@@ -185,9 +218,12 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   data_iter = iter(pipeline.make_dataset(config.data, split="train"))
   ckpt = RunCheckpoints(workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints,
                         async_save=config.train.async_checkpoints)
-  state = ckpt.restore_or_init(abstract_state, state_sh,
-                               lambda: jax.jit(lambda k: make_state(init(k)), out_shardings=state_sh)(k_init),
-                               data_iter)
+  if start:  # the bundle's weights instead of a random init (a resumed run reads its checkpoint instead)
+    fresh = lambda: jax.jit(make_state, out_shardings=state_sh)(
+        {"vae": bundle_vae_params(start, abstract_params["vae"])})
+  else:
+    fresh = lambda: jax.jit(lambda k: make_state(init(k)), out_shardings=state_sh)(k_init)
+  state = ckpt.restore_or_init(abstract_state, state_sh, fresh, data_iter)
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
   log.info("mesh %s; VAE params: %s", dict(mesh.shape), f"{count:,}")
 
