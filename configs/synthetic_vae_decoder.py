@@ -1,6 +1,6 @@
 """Fine-tunes the shipped checkpoint's VAE decoder on the synthetic world, its encoder frozen: the latents the
 diffusion model was trained on stay what they were, and the new decoder replaces the bundle's
-(`python -m launch.export_bundle --stage2=<bundle> --gan=<bundle> --vae=<this workdir> --out=...`).
+(`python -m launch.export_bundle --bundle=data/checkpoints/synthetic --vae=<this workdir> --out=...`).
 
   python -m launch.train_vae --config=configs/synthetic_vae_decoder.py --workdir=/tmp/emodiff/vae_decoder
 
