@@ -210,5 +210,5 @@ def test_decoder_fine_tune_keeps_the_bundles_latent_space_and_goes_back_into_the
     train_vae(config, str(tmp_path / "no_bundle"))
   config.init.bundle = path
   config.model.vae.block_out_channels = (8, 16)
-  with pytest.raises(ValueError, match="bundle's VAE is not this config's"):
+  with pytest.raises(ValueError, match=r"bundle: vae params do not match config.model"):
     train_vae(config, str(tmp_path / "other_vae"))

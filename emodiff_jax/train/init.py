@@ -151,14 +151,16 @@ def stage2_params(workdir: str, params: dict[str, Any], diffusion: ml_collection
   return out
 
 
-def bundle_params(path: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict) -> dict[str, Any]:
+def bundle_params(path: str, params: dict[str, Any], diffusion: ml_collections.ConfigDict | None = None
+                  ) -> dict[str, Any]:
   """Every network of `params` (arrays or `jax.ShapeDtypeStruct`s) from an inference bundle folder (its
-  weights as stored, float16 read as float32). Its `DIFFUSION_FIELDS` must equal `diffusion`'s and every
-  shape `params`'."""
+  weights as stored, float16 read as float32). Its `DIFFUSION_FIELDS` must equal `diffusion`'s (when given:
+  a VAE run takes the bundle's VAE alone) and every shape `params`'."""
   from emodiff_jax.sampling.bundle import load_bundle
 
   bundle = load_bundle(path)
-  _check_diffusion("bundle", path, bundle.config, diffusion)
+  if diffusion is not None:
+    _check_diffusion("bundle", path, bundle.config, diffusion)
   for name in params:
     _check_shapes(path, name, bundle.params[name], params[name])
   return {name: bundle.params[name] for name in params}

@@ -50,6 +50,7 @@ from emodiff_jax.models.build import build_models
 from emodiff_jax.models.vae import AutoencoderKL
 from emodiff_jax.train import preview
 from emodiff_jax.train.checkpoint import RunCheckpoints, read_latest
+from emodiff_jax.train.init import bundle_params
 from emodiff_jax.train.loop import save_if_good
 from emodiff_jax.train.optimizer import make_optimizer
 from emodiff_jax.train.step_loop import StepLoop, train_scalars
@@ -79,20 +80,6 @@ def vae_labels(abstract_params: Any, decoder_only: bool) -> Any:
   the modules that make the latents (`LATENT_MODULES`) are frozen."""
   return {"vae": {name: jax.tree.map(lambda _: "frozen" if decoder_only and name in LATENT_MODULES else "train", tree)
                   for name, tree in abstract_params["vae"].items()}}
-
-
-def bundle_vae_params(path: str, abstract: Any) -> Any:
-  """The VAE params of the bundle folder `path`, checked against `abstract` (the run's VAE params as shapes,
-  `jax.eval_shape`); ValueError naming the bundle when the architectures differ."""
-  from emodiff_jax.sampling.bundle import load_bundle  # only needed to start from a bundle
-  params = load_bundle(path).params["vae"]
-  shapes = lambda tree: {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
-  have, want = shapes(params), shapes(abstract)
-  if have != want:
-    diff = sorted(set(have.items()) ^ set(want.items()))[:3]
-    raise ValueError(f"{path}: the bundle's VAE is not this config's model.vae (first differences, (path, shape): "
-                     f"{diff})")
-  return jax.tree.map(lambda p, a: jnp.asarray(p, a.dtype), params, abstract)
 
 
 def batch_images(batch: dict[str, Array]) -> Array:
@@ -218,9 +205,8 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   data_iter = iter(pipeline.make_dataset(config.data, split="train"))
   ckpt = RunCheckpoints(workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints,
                         async_save=config.train.async_checkpoints)
-  if start:  # the bundle's weights instead of a random init (a resumed run reads its checkpoint instead)
-    fresh = lambda: jax.jit(make_state, out_shardings=state_sh)(
-        {"vae": bundle_vae_params(start, abstract_params["vae"])})
+  if start:  # the bundle's weights (shapes checked) instead of a random init; a resumed run reads its checkpoint
+    fresh = lambda: jax.jit(make_state, out_shardings=state_sh)(bundle_params(start, abstract_params))
   else:
     fresh = lambda: jax.jit(lambda k: make_state(init(k)), out_shardings=state_sh)(k_init)
   state = ckpt.restore_or_init(abstract_state, state_sh, fresh, data_iter)
